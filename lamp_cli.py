@@ -1,0 +1,49 @@
+"""The `lamp` console command: a dispatcher above every package, importing each subcommand lazily.
+
+Each subcommand is a `main(argv) -> int` function in the package that owns it, so `lamp runs` never imports
+torch and no package imports one above it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("lamp_engine.cli", "train one prompt in this process"),
+    "tasks": ("lamp_engine.tasks.cli", "list the tasks, their metrics and the data found here"),
+    "submit": ("worker.cli", "queue one run for a worker; prints its id"),
+    "sweep": ("worker.cli", "queue a grid of runs"),
+    "status": ("worker.cli", "show one run"),
+    "runs": ("worker.cli", "list runs"),
+    "cancel": ("worker.cli", "cancel a queued run or stop a running one"),
+    "retry": ("worker.cli", "queue a failed or cancelled run again"),
+    "export": ("worker.cli", "copy a run's prompt files to a folder"),
+    "worker": ("worker.cli", "start a worker"),
+    "up": ("app.launcher", "start Redis, the store, a worker and the dashboard"),
+    "bench": ("bench.cli", "run the benchmarks"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: lamp COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<8} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "`lamp COMMAND --help` describes each one."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"lamp: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return module.main([name, *rest])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
