@@ -9,14 +9,12 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from lamp_engine.errors import ConfigError
+
 METHODS = ("pt", "lamp", "dpt", "residual", "dept")
 Q_INITS = ("paper", "balanced")
 DEVICES = ("auto", "cpu", "cuda")
 FAMILIES = ("seq2seq", "causal", "encoder")
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field and says what is allowed."""
 
 
 def _help(text: str, **kwargs: Any) -> Any:

@@ -13,10 +13,6 @@ from dataclasses import dataclass, field
 from lamp_engine.config import DataConfig
 
 
-class TaskError(ValueError):
-    """A task or its data cannot be used; the message names the task, the file and what to do."""
-
-
 @dataclass(frozen=True)
 class Example:
     """One text-to-text example. `choices` are the candidate targets that rank classification scores."""
