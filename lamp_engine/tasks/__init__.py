@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from lamp_engine.tasks.base import Example, Splits, Task, TaskError
+from lamp_engine.errors import TaskError
+from lamp_engine.tasks.base import Example, Splits, Task
 from lamp_engine.tasks.classification import CB, RTE, SST2
 
 TASKS: dict[str, type[Task]] = {task.name: task for task in (SST2, CB, RTE)}

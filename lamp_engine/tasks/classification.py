@@ -6,8 +6,9 @@ import random
 from collections.abc import Callable
 
 from lamp_engine.config import DataConfig
+from lamp_engine.errors import TaskError
 from lamp_engine.tasks import metrics
-from lamp_engine.tasks.base import Example, Splits, Task, TaskError
+from lamp_engine.tasks.base import Example, Splits, Task
 from lamp_engine.tasks.sources import find_file, read_jsonl, read_labelled_lines
 
 HOLDOUT_FRACTION = 0.1

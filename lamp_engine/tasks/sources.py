@@ -7,7 +7,7 @@ from pathlib import Path
 
 import datasets
 
-from lamp_engine.tasks.base import TaskError
+from lamp_engine.errors import TaskError
 
 datasets.disable_progress_bars()
 
