@@ -1,0 +1,100 @@
+"""Loading a frozen backbone by alias, hub id or local folder, and picking its family."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lamp_engine.backbones.base import Backbone, Encoded
+from lamp_engine.backbones.causal import CausalBackbone
+from lamp_engine.backbones.encoder import EncoderBackbone
+from lamp_engine.backbones.offline import ALIASES, minilm_folder, smollm2_folder, tiny_t5
+from lamp_engine.backbones.seq2seq import Seq2SeqBackbone
+from lamp_engine.config import TrainConfig
+from lamp_engine.errors import ModelError
+
+FAMILIES: dict[str, type[Backbone]] = {
+    "seq2seq": Seq2SeqBackbone,
+    "causal": CausalBackbone,
+    "encoder": EncoderBackbone,
+}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device: cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_backbone(name: str, train: TrainConfig) -> Backbone:
+    """The frozen model and tokenizer, on the configured device (bf16 on CUDA, optionally 4-bit NF4)."""
+    device = resolve_device(train.device)
+    if name == "tiny-t5":
+        if train.load_4bit:
+            raise ModelError("load_4bit: tiny-t5 is a test model built in code; it cannot be quantised")
+        model, tokenizer = tiny_t5()
+        return Seq2SeqBackbone(model.to(device).eval(), tokenizer, device, train)
+    folder = {"smollm2-135m": smollm2_folder, "minilm-l6": minilm_folder}.get(name, lambda: name)()
+    family = ALIASES.get(name) or detect_family(str(folder))
+    model, tokenizer = load_pretrained(str(folder), family, device, train.load_4bit)
+    if train.compile:
+        model = torch.compile(model, dynamic=True)
+    return FAMILIES[family](model.eval(), tokenizer, device, train)
+
+
+def detect_family(name: str) -> str:
+    """seq2seq for encoder-decoder configs, causal for *ForCausalLM / *LMHeadModel, encoder otherwise."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        where = "local folder" if Path(name).exists() else "model alias, local folder or reachable hub id"
+        raise ModelError(f"model: {name!r} is not a {where} ({first_line(exc)}); "
+                         f"offline aliases: {', '.join(ALIASES)}") from None
+    if config.is_encoder_decoder:
+        return "seq2seq"
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in config.architectures or []):
+        return "causal"
+    return "encoder"
+
+
+def load_pretrained(folder: str, family: str, device: torch.device, load_4bit: bool):
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    kwargs: dict = {}
+    if device.type == "cuda":
+        kwargs["dtype"] = torch.bfloat16
+    if load_4bit:
+        kwargs["quantization_config"] = four_bit_config(device)
+    loader = {"seq2seq": AutoModelForSeq2SeqLM, "causal": AutoModelForCausalLM, "encoder": AutoModel}[family]
+    try:
+        model = loader.from_pretrained(folder, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"model: cannot load {folder!r}: {first_line(exc)}") from None
+    return (model if load_4bit else model.to(device)), tokenizer
+
+
+def four_bit_config(device: torch.device):
+    """NF4 with double quantisation and bf16 compute: the paper's QLoRA setting for 7B+ models."""
+    if device.type != "cuda":
+        raise ModelError("load_4bit: 4-bit loading needs a CUDA GPU (bitsandbytes); drop --load-4bit on CPU")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ModelError("load_4bit: bitsandbytes is not installed; run `pip install 'lamp-studio[gpu]'`") from None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+__all__ = ["ALIASES", "FAMILIES", "Backbone", "Encoded", "load_backbone", "resolve_device"]

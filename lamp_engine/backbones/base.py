@@ -1,0 +1,99 @@
+"""What the three backbone families share: a frozen model, tokenised examples, and prompt injection.
+
+One injection rule for all: the prompt rows are prepended to the input embeddings (the encoder's, for seq2seq
+models) and the attention mask is extended with ones. Sequences are right-padded, so no pad token ever sits
+between the prompt and the text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lamp_engine.config import TrainConfig
+from lamp_engine.prompts import SoftPrompt, ordinary_token_ids
+from lamp_engine.tasks import Example
+
+
+@dataclass
+class Encoded:
+    """An example as token ids: the source, the gold target and every candidate target."""
+
+    source: list[int]
+    target: list[int]
+    choices: list[list[int]]
+    label: int
+    truncated: bool
+
+
+def pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    """Right-pads id lists into one (rows x longest) tensor."""
+    width = max(len(row) for row in rows)
+    return torch.tensor([row + [value] * (width - len(row)) for row in rows])
+
+
+def pad_mask(rows: list[list[int]]) -> torch.Tensor:
+    return pad([[1] * len(row) for row in rows], 0)
+
+
+class Backbone:
+    """A frozen pretrained model of one family, able to train and score a soft prompt."""
+
+    family: str
+
+    def __init__(self, model: nn.Module, tokenizer, device: torch.device, train: TrainConfig) -> None:
+        self.model = model.requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.device = device
+        self.max_source_length = train.max_source_length
+        self.max_target_length = train.max_target_length
+        self.head: nn.Module | None = None
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.get_input_embeddings().embedding_dim
+
+    def total_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def vocabulary_rows(self, rows: int, generator: torch.Generator) -> torch.Tensor:
+        """`rows` input embeddings of tokens drawn from the 5,000 most frequent ordinary ones."""
+        from lamp_engine.prompts import sample_vocabulary_rows
+
+        embeddings = self.model.get_input_embeddings().weight
+        return sample_vocabulary_rows(embeddings, ordinary_token_ids(self.tokenizer), rows, generator)
+
+    def prepare(self, examples: list[Example]) -> None:
+        """Anything that depends on the task (the encoder family's classification head)."""
+
+    def ids(self, text: str, limit: int, special: bool = True) -> tuple[list[int], bool]:
+        ids = self.tokenizer(text, add_special_tokens=special)["input_ids"]
+        return ids[:limit], len(ids) > limit
+
+    def encode(self, example: Example) -> Encoded:
+        source, cut = self.ids(example.source, self.max_source_length)
+        target = self.ids(example.target, self.max_target_length)[0]
+        choices = [self.ids(choice, self.max_target_length)[0] for choice in example.choices]
+        return Encoded(source, target, choices, example.choices.index(example.target), cut)
+
+    def with_prompt(self, prompt: SoftPrompt, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Input embeddings with the prompt prepended, and the attention mask extended over it."""
+        text = prompt.adjust_input_embeds(self.model.get_input_embeddings()(ids.to(self.device)))
+        rows = prompt().to(text.dtype)
+        embeds = torch.cat([rows.expand(ids.shape[0], -1, -1), text], dim=1)
+        ones = torch.ones(ids.shape[0], rows.shape[0], dtype=mask.dtype)
+        return embeds, torch.cat([ones, mask], dim=1).to(self.device)
+
+    def loss(self, prompt: SoftPrompt, batch: list[Encoded]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def choice_scores(self, prompt: SoftPrompt, batch: list[Encoded]) -> list[list[float]]:
+        """One score per candidate target of each example; the highest is the prediction."""
+        raise NotImplementedError
+
+    def logits(self, prompt: SoftPrompt, ids: torch.Tensor, mask: torch.Tensor, **kwargs) -> torch.Tensor:
+        """The model's full output logits with the prompt injected (used to check exported adapters)."""
+        embeds, mask = self.with_prompt(prompt, ids, mask)
+        return self.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False, **kwargs).logits

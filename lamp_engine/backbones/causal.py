@@ -1,0 +1,57 @@
+"""Decoder-only language models (Llama, SmolLM, GPT-2, Qwen).
+
+A sequence is [prompt] source CUE target; the loss covers target tokens only, and classification scores each
+candidate target by its log-likelihood (rank classification). Only the hidden states at target positions go
+through the output layer, which saves the (tokens x vocabulary) logits of every source position.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lamp_engine.backbones.base import Backbone, Encoded, pad, pad_mask
+from lamp_engine.prompts import SoftPrompt
+from lamp_engine.tasks import Example
+
+CUE = "\nAnswer:"
+
+
+class CausalBackbone(Backbone):
+    family = "causal"
+
+    def encode(self, example: Example) -> Encoded:
+        source, cut = self.ids(example.source, self.max_source_length)
+        source = source + self.ids(CUE, 16, special=False)[0]
+        word = lambda text: self.ids(" " + text, self.max_target_length, special=False)[0]  # noqa: E731
+        return Encoded(source, word(example.target), [word(c) for c in example.choices],
+                       example.choices.index(example.target), cut)
+
+    def target_log_probs(self, prompt: SoftPrompt, sources: list[list[int]],
+                         targets: list[list[int]]) -> list[torch.Tensor]:
+        """log p(target token | prompt, source, earlier target tokens), one tensor per row."""
+        rows = [s + t for s, t in zip(sources, targets, strict=True)]
+        embeds, mask = self.with_prompt(prompt, pad(rows, self.tokenizer.pad_token_id or 0), pad_mask(rows))
+        hidden = self.model.base_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+        offset = embeds.shape[1] - max(len(r) for r in rows)  # prompt rows
+        row_index = torch.tensor([i for i, t in enumerate(targets) for _ in t], device=self.device)
+        position = torch.tensor([offset + len(s) - 1 + j for s, t in zip(sources, targets, strict=True)
+                                 for j in range(len(t))], device=self.device)
+        logits = self.model.get_output_embeddings()(hidden[row_index, position]).float()
+        wanted = torch.tensor([tok for t in targets for tok in t], device=self.device)
+        picked = -F.cross_entropy(logits, wanted, reduction="none")
+        return list(picked.split([len(t) for t in targets]))
+
+    def loss(self, prompt: SoftPrompt, batch: list[Encoded]) -> torch.Tensor:
+        per_row = self.target_log_probs(prompt, [e.source for e in batch], [e.target for e in batch])
+        return -torch.cat(per_row).mean()
+
+    def choice_scores(self, prompt: SoftPrompt, batch: list[Encoded]) -> list[list[float]]:
+        sources = [e.source for e in batch for _ in e.choices]
+        targets = [c for e in batch for c in e.choices]
+        scores = [float(lp.sum()) for lp in self.target_log_probs(prompt, sources, targets)]
+        out, start = [], 0
+        for e in batch:
+            out.append(scores[start:start + len(e.choices)])
+            start += len(e.choices)
+        return out

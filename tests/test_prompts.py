@@ -1,0 +1,98 @@
+"""The soft-prompt methods: parameter counts, LAMP's equations, initialisation and gradient flow."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lamp_engine.config import ConfigError, PromptConfig
+from lamp_engine.prompts import METHODS, build_prompt
+
+
+def vocab_rows(l: int, d: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(l, d, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize(("l", "r", "d"), [(100, 8, 64), (20, 4, 48), (40, 16, 32)])
+def test_module_parameter_count_equals_formula(method, l, r, d):
+    config = PromptConfig(method=method, length=l, rank=r, pool=4, bottleneck=16, dept_length=l // 2)
+    prompt = build_prompt(config, vocab_rows(l, d), max_source_length=30)
+    assert prompt.num_trainable() == config.trainable_params(d, max_source_length=30)
+    assert prompt().shape == (config.prompt_tokens, d)
+
+
+def test_lamp_parameter_count_is_the_papers_for_t5_small():
+    prompt = build_prompt(PromptConfig(method="lamp", length=100, rank=8), vocab_rows(100, 512), 256)
+    assert prompt.num_trainable() == 4904
+
+
+@pytest.mark.parametrize("pool", [1, 2, 4, 5])
+def test_lamp_prompt_is_pooled_u_q_squared_v(pool):
+    prompt = build_prompt(PromptConfig(method="lamp", length=20, rank=6, pool=pool), vocab_rows(20, 32), 64)
+    with torch.no_grad():
+        prompt.Q.mul_(1.7)  # any Q, not only the initial one
+        full = prompt.U @ torch.diag(prompt.Q**2) @ prompt.V.T
+        expected = F.avg_pool1d(full.T.unsqueeze(0), pool).squeeze(0).T
+        expected_by_hand = full.reshape(20 // pool, pool, 32).mean(dim=1)
+        assert prompt().shape == (20 // pool, 32)
+        torch.testing.assert_close(prompt(), expected)
+        torch.testing.assert_close(prompt(), expected_by_hand)
+
+
+def test_balanced_init_starts_from_truncated_svd_and_paper_init_from_s_squared():
+    P = vocab_rows(30, 40)
+    U, S, Vh = torch.linalg.svd(P, full_matrices=False)
+    truncated = U[:, :5] @ torch.diag(S[:5]) @ Vh[:5]
+    balanced = build_prompt(PromptConfig(method="lamp", length=30, rank=5, q_init="balanced"), P, 64)
+    paper = build_prompt(PromptConfig(method="lamp", length=30, rank=5, q_init="paper"), P, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(balanced(), truncated, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(paper(), U[:, :5] @ torch.diag(S[:5] ** 2) @ Vh[:5], atol=1e-3, rtol=1e-4)
+        assert torch.allclose(paper.Q, S[:5])
+
+
+def test_full_rank_balanced_lamp_reproduces_the_initial_prompt():
+    P = vocab_rows(10, 16)
+    prompt = build_prompt(PromptConfig(method="lamp", length=10, rank=10), P, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(prompt(), P, atol=1e-4, rtol=1e-4)
+
+
+def test_attention_pooling_rows_are_convex_combinations_of_c():
+    prompt = build_prompt(PromptConfig(method="lamp", length=12, rank=3, pool=3, attention_pool=True),
+                          vocab_rows(12, 16), 64)
+    assert prompt.num_trainable() == 12 * 3 + 3 + 3 * 16 + 16 * 4
+    with torch.no_grad():
+        C = (prompt.U * prompt.Q) @ (prompt.Q[:, None] * prompt.V.T)
+        weights = torch.softmax(C @ prompt.W_sa, dim=0)
+        torch.testing.assert_close(weights.sum(dim=0), torch.ones(4))
+        torch.testing.assert_close(prompt(), weights.T @ C)
+    assert prompt().shape == (4, 16)
+
+
+def test_rank_above_hidden_size_is_rejected_when_building():
+    with pytest.raises(ConfigError, match="^rank: "):
+        build_prompt(PromptConfig(method="lamp", length=100, rank=40), vocab_rows(100, 32), 64)
+
+
+def test_dpt_initialises_uniformly_in_half_interval():
+    prompt = build_prompt(PromptConfig(method="dpt", length=50, rank=8), vocab_rows(50, 32), 64)
+    values = torch.cat([prompt.A.flatten(), prompt.B.flatten()])
+    assert values.min() >= -0.5 and values.max() <= 0.5 and values.std() > 0.2
+
+
+def test_dept_updates_only_the_first_s_input_positions():
+    prompt = build_prompt(PromptConfig(method="dept", length=10, rank=2, dept_length=4), vocab_rows(10, 8), 5)
+    with torch.no_grad():
+        prompt.B.fill_(1.0)
+        embeds = torch.zeros(2, 7, 8)
+        adjusted = prompt.adjust_input_embeds(embeds)
+        torch.testing.assert_close(adjusted[0, :5], (prompt.A @ prompt.B))
+        assert torch.equal(adjusted[:, 5:], embeds[:, 5:])
+    assert prompt().shape == (4, 8)
+
+
+def test_residual_prompt_adds_the_mlp_output_to_p():
+    prompt = build_prompt(PromptConfig(method="residual", length=6, bottleneck=5), vocab_rows(6, 8), 64)
+    with torch.no_grad():
+        torch.testing.assert_close(prompt(), prompt.P + prompt.mlp(prompt.P))
