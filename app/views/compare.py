@@ -1,0 +1,65 @@
+"""Compare: two or more runs side by side (selection kept in the URL), with ratios to a reference run,
+overlaid curves and the paper's mean ± std table when runs differ only by seed."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import backend, charts
+from app.tables import compare_table, config_table, ratio_frame, run_label, seed_summary
+from app.ui import pick_runs
+
+
+def choose_reference(selected: list[int], by_id: dict) -> int:
+    wanted = st.query_params.get("ref", "")
+    index = next((i for i, run_id in enumerate(selected) if str(run_id) == wanted), 0)
+    reference = st.selectbox("reference run", selected, index=index, key="compare.ref",
+                             format_func=lambda i: run_label(by_id[i]))
+    st.query_params["ref"] = str(reference)
+    return reference
+
+
+def show_curves(records: list[dict]) -> None:
+    ids = [r["id"] for r in records]
+    keys = backend.metric_keys(ids)
+    if not keys:
+        st.info("No training curves recorded for these runs yet.")
+        return
+    key = st.selectbox("curve", keys, index=keys.index("loss") if "loss" in keys else 0, key="compare.curve")
+    frame = charts.curves_frame(backend.load_series(ids, key), {r["id"]: run_label(r) for r in records})
+    st.altair_chart(charts.curves_chart(frame, key), width="stretch")
+
+
+def main() -> None:
+    st.title("Compare")
+    all_runs = backend.load_runs()
+    by_id = {r["id"]: r for r in all_runs}
+    selected = pick_runs("runs to compare", all_runs, "runs", default=[], key="compare.runs")
+    if len(selected) < 2:
+        st.info("Pick two or more runs (the selection is kept in the page's address, so it can be shared).")
+        return
+    records = [by_id[i] for i in selected]
+    reference = choose_reference(selected, by_id)
+
+    st.subheader("Results and costs")
+    st.caption("Metrics: value (difference in points to the reference). Costs: value (change to the reference).")
+    st.dataframe(compare_table(records, reference), width="stretch")
+    ratios = ratio_frame(records, reference)
+    if not ratios.empty:
+        st.altair_chart(charts.ratio_chart(ratios), width="stretch")
+
+    st.subheader("Training curves")
+    show_curves(records)
+
+    summary = seed_summary(records)
+    if summary is not None:
+        st.subheader("Mean ± std over seeds")
+        st.caption("Runs whose configs differ only by the seed, grouped; methods as rows, tasks as columns.")
+        st.dataframe(summary, width="stretch")
+
+    st.subheader("Configuration")
+    only_diff = st.toggle("differences only", key="compare.diff", value=True)
+    st.dataframe(config_table(records, differences_only=only_diff), width="stretch")
+
+
+main()

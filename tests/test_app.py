@@ -1,0 +1,259 @@
+"""Dashboard views under Streamlit's AppTest, on a real SQLite store holding runs of every status and real Redis.
+
+Each test asserts on what the page shows (badges, parameter counts, ratios, errors, download bytes) and, for
+the actions, on what reached the store and the RQ queue.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from redis import Redis
+from safetensors.numpy import save_file
+from streamlit.testing.v1 import AppTest
+
+from store.db import dispose, session_scope
+from store.models import MetricPoint, Run
+
+MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+REDIS_DB = 14  # dedicated to these tests; flushed before each
+TIMEOUT = 30
+T0 = datetime(2025, 11, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def config(method: str, task: str, seed: int = 1, **prompt) -> dict:
+    return {"model": "tiny-t5", "task": task,
+            "prompt": {"method": method, "length": 100, "rank": 8, "pool": 1, **prompt},
+            "train": {"seed": seed, "steps": 10, "batch_size": 2}, "data": {"k_shot": None}}
+
+
+def dispersion(spread: float) -> dict:
+    rng = np.random.default_rng(int(spread * 10))
+    points = {phase: rng.normal(scale=scale, size=(10, 2)).round(4).tolist()
+              for phase, scale in (("before", 1.0), ("after", spread))}
+    return {"pca": points, "tsne": points,
+            "figure": {"before": {"mean_pairwise_distance": 1.0, "covariance_trace": 2.0},
+                       "after": {"mean_pairwise_distance": spread, "covariance_trace": 2.0 * spread}}}
+
+
+def write_run_files(home: Path, run: Run, spread: float) -> None:
+    folder = home / "runs" / str(run.id)
+    (folder / "peft").mkdir(parents=True)
+    (folder / "peft" / "adapter_config.json").write_text('{"peft_type": "PROMPT_TUNING"}')
+    save_file({"prompt": np.full((4, 8), run.id, dtype=np.float32)}, str(folder / "prompt.safetensors"))
+    (folder / "result.json").write_text(json.dumps({"method": run.method, "metrics": run.metrics,
+                                                    "split_policy": {"train": "train.txt", "test": "dev.txt"}}))
+    (folder / "dispersion.json").write_text(json.dumps(dispersion(spread)))
+    run.artifact_dir = f"runs/{run.id}"
+
+
+SUCCEEDED = dict(status="succeeded", progress=1.0, step=10, total_steps=10, prompt_tokens=100, hidden_size=64,
+                 peak_memory_mb=500.0, step_seconds_median=0.5, main_metric="accuracy")
+
+
+def seed_store(home: Path) -> dict[str, int]:
+    """Seven runs: three succeeded (PT, and LAMP with two seeds), running, queued, failed, cancelled."""
+    rows = {
+        "pt": Run(config=config("pt", "sst2"), method="pt", model="tiny-t5", task="sst2", **SUCCEEDED,
+                  trainable_params=6400, train_seconds=100.0, metrics={"accuracy": 80.0},
+                  main_metric_value=80.0),
+        "lamp1": Run(config=config("lamp", "sst2"), method="lamp", model="tiny-t5", task="sst2", **SUCCEEDED,
+                     trainable_params=1320, train_seconds=80.0, metrics={"accuracy": 82.0}, main_metric_value=82.0),
+        "lamp2": Run(config=config("lamp", "sst2", seed=2), method="lamp", model="tiny-t5", task="sst2",
+                     **SUCCEEDED, trainable_params=1320, train_seconds=80.0, metrics={"accuracy": 84.0},
+                     main_metric_value=84.0),
+        "running": Run(config=config("lamp", "cb"), method="lamp", model="tiny-t5", task="cb", status="running",
+                       progress=0.5, step=5, total_steps=10, worker_name="w1"),
+        "queued": Run(config=config("pt", "cb"), method="pt", model="tiny-t5", task="cb", status="queued"),
+        "failed": Run(config=config("lamp", "rte"), method="lamp", model="tiny-t5", task="rte", status="failed",
+                      error="TrainingDiverged: the loss became NaN at step 3; lower the learning rate"),
+        "cancelled": Run(config=config("pt", "sst2", seed=3), method="pt", model="tiny-t5", task="sst2",
+                         status="cancelled"),
+    }
+    with session_scope() as session:
+        for offset, run in enumerate(rows.values()):
+            run.created_at = T0 + timedelta(minutes=offset)
+            session.add(run)
+        session.flush()
+        for name, spread in (("pt", 0.2), ("lamp1", 1.5), ("lamp2", 1.4)):
+            write_run_files(home, rows[name], spread)
+        for name in ("pt", "lamp1", "lamp2", "running"):
+            run = rows[name]
+            session.add_all(MetricPoint(run_id=run.id, step=s, key="loss", value=1.0 / s) for s in range(1, 6))
+            session.add(MetricPoint(run_id=run.id, step=5, key="eval_accuracy", value=run.main_metric_value or 0))
+        return {name: run.id for name, run in rows.items()}
+
+
+@pytest.fixture()
+def redis_db() -> Redis:
+    connection = Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+
+
+@pytest.fixture()
+def store(tmp_path, monkeypatch, redis_db) -> dict[str, int]:
+    """A fresh LAMP_HOME and SQLite store filled by seed_store; Redis on the dedicated test database."""
+    home = tmp_path / "home"
+    url = f"sqlite:///{tmp_path / 'lamp.db'}"
+    monkeypatch.setenv("LAMP_HOME", str(home))
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:6379/{REDIS_DB}")
+    ids = seed_store(home)
+    yield ids
+    dispose(url)
+
+
+def open_page(page: str, **query: str) -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
+    at.run()
+    at.query_params.update(query)
+    at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    """Every markdown, caption, title, error, warning and info text on the page, joined."""
+    parts = [e.value for kind in ("markdown", "caption", "title", "subheader", "error", "warning", "info",
+                                  "success") for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def queue_length(redis: Redis, name: str = "lamp") -> int:
+    return redis.llen(f"rq:queue:{name}")
+
+
+def stored_runs() -> list[Run]:
+    with session_scope() as session:
+        return list(session.query(Run).order_by(Run.id))
+
+
+# --- Runs --------------------------------------------------------------------------------------------------
+
+
+def test_runs_page_lists_every_status_with_results_and_queue_position(store, redis_db):
+    from lamp_engine.config import RunConfig
+    from worker.queue import submit_run
+
+    waiting = submit_run(RunConfig.from_flat({"model": "tiny-t5", "task": "cb", "method": "pt", "steps": 2}))
+    at = open_page("runs")
+    table = at.dataframe[0].value.set_index("id")
+    assert len(table) == 8
+    assert table.loc[store["lamp2"], "status"] == "✅ succeeded"
+    assert table.loc[store["failed"], "status"] == "❌ failed"
+    assert table.loc[store["cancelled"], "status"] == "⛔ cancelled"
+    assert table.loc[store["running"], "status"] == "🏃 running"
+    assert table.loc[store["lamp2"], "value"] == 84.0
+    assert table.loc[store["pt"], "trainable params"] == 6400
+    assert table.loc[store["lamp1"], "train time (s)"] == 80.0
+    assert table.loc[waiting, "queue"] == 1
+    counts = {m.label: m.value for m in at.metric}
+    assert counts["✅ succeeded"] == "3" and counts["⏳ queued"] == "2" and counts["🏃 running"] == "1"
+    progress = [p.proto.text for p in at.get("progress")]
+    assert f"#{store['running']} lamp · cb · 🏃 running · step 5/10" in progress
+    assert "No worker is up" in texts(at)
+
+
+def test_runs_page_shows_failure_and_retry_enqueues_one_job(store, redis_db):
+    at = open_page("runs")
+    at.selectbox(key="runs.selected").set_value(store["failed"]).run()
+    assert "the loss became NaN at step 3" in at.error[0].value
+    at.button(key="runs.retry").click().run()
+    new = stored_runs()[-1]
+    assert new.parent_id == store["failed"] and new.status == "queued"
+    assert f"queued again as run #{new.id}" in texts(at)
+    assert queue_length(redis_db) == 1
+
+
+def test_runs_page_cancels_a_queued_run(store, redis_db):
+    at = open_page("runs")
+    at.selectbox(key="runs.selected").set_value(store["queued"]).run()
+    assert at.button(key="runs.retry").disabled and not at.button(key="runs.cancel").disabled
+    at.button(key="runs.cancel").click().run()
+    assert {r.id: r.status for r in stored_runs()}[store["queued"]] == "cancelled"
+    assert f"Run #{store['queued']}: cancelled" in texts(at)
+
+
+# --- Launch ------------------------------------------------------------------------------------------------
+
+
+def metric_values(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_launch_shows_the_trainable_parameter_count_live(store, redis_db):
+    at = open_page("launch")
+    assert metric_values(at)["trainable parameters"] == "1,320"  # tiny-t5 d=64: 100*8 + 8 + 8*64
+    at.selectbox(key="launch.method").set_value("pt").run()
+    assert metric_values(at)["trainable parameters"] == "6,400"
+    at.selectbox(key="launch.model_choice").set_value("smollm2-135m").run()
+    assert metric_values(at)["trainable parameters"] == "57,600"
+    at.selectbox(key="launch.method").set_value("lamp").run()
+    at.number_input(key="launch.pool").set_value(4).run()
+    assert metric_values(at)["prompt tokens fed to the model"] == "25"
+    at.selectbox(key="launch.model_choice").set_value("other (hub id or local folder)").run()
+    at.text_input(key="launch.model_other").input("google/flan-t5-base").run()
+    assert metric_values(at)["trainable parameters"] == "after load"
+    at.number_input(key="launch.hidden_size").set_value(768).run()
+    assert metric_values(at)["trainable parameters"] == "6,952"  # the paper's T5-base figure
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("launch.pool", 3, "pool: prompt length 100 is not divisible by pool size 3"),
+    ("launch.rank", 80, "rank: rank 80 exceeds min(length 100, hidden size 64)"),
+    ("launch.batch_size", 0, "batch_size: must be positive, got 0"),
+    ("launch.seeds", "1, two", "seed: '1, two' is not a list of whole numbers separated by commas"),
+])
+def test_launch_rejects_invalid_values_inline_and_enqueues_nothing(store, redis_db, key, value, message):
+    at = open_page("launch")
+    widget = at.text_input(key=key) if key == "launch.seeds" else at.number_input(key=key)
+    widget.set_value(value).run()
+    assert [e.value for e in at.error] == [message]
+    assert at.button(key="launch.submit").disabled  # AppTest, like a browser, cannot click it
+    assert queue_length(redis_db) == 0 and len(stored_runs()) == 7
+
+
+def test_launch_one_run_enqueues_exactly_one_job(store, redis_db):
+    at = open_page("launch")
+    at.number_input(key="launch.steps").set_value(2).run()
+    at.button(key="launch.submit").click().run()
+    new = stored_runs()[-1]
+    assert new.id == 8 and new.status == "queued" and new.config["train"]["steps"] == 2
+    assert new.config["model"] == "tiny-t5" and new.config["prompt"]["method"] == "lamp"
+    assert queue_length(redis_db) == 1
+    assert at.success[0].value == "Queued 1 run: #8"
+
+
+def test_launch_sweep_preset_enqueues_one_job_per_run(store, redis_db):
+    at = open_page("launch")
+    at.selectbox(key="launch.preset").set_value("rank sweep 4-20").run()
+    assert at.radio(key="launch.mode").value == "sweep"
+    at.text_input(key="launch.seeds").input("1, 2").run()
+    preview = at.dataframe[0].value
+    assert len(preview) == 10 and sorted(set(preview["trainable params"])) == [660, 1320, 1980, 2640, 3300]
+    at.button(key="launch.submit").click().run()
+    new = stored_runs()[7:]
+    assert len(new) == 10 and queue_length(redis_db) == 10
+    assert sorted({(r.config["prompt"]["rank"], r.config["train"]["seed"]) for r in new}) == \
+        [(r, s) for r in (4, 8, 12, 16, 20) for s in (1, 2)]
+    assert len({r.sweep_id for r in new}) == 1 and new[0].sweep_id is not None
+
+
+def test_launch_custom_task_from_an_uploaded_csv(store, redis_db, tmp_path):
+    at = open_page("launch")
+    at.selectbox(key="launch.task_choice").set_value("custom (upload CSV/JSONL)").run()
+    at.file_uploader(key="launch.upload").set_value(("reviews.csv", b"review,stars\ngood,1\nbad,0\n", "text/csv"))
+    at.run()
+    assert "2 rows, columns: review, stars" in texts(at)
+    at.selectbox(key="launch.text_column").set_value("review").run()
+    at.button(key="launch.submit").click().run()
+    data = stored_runs()[-1].config["data"]
+    assert data["text_column"] == "review" and data["label_column"] == "stars"
+    assert Path(data["train_file"]).read_bytes() == b"review,stars\ngood,1\nbad,0\n"
+    assert queue_length(redis_db) == 1
