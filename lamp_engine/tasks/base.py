@@ -22,6 +22,7 @@ class Example:
     choices: tuple[str, ...]
     group: str = ""  # question id: MultiRC and ReCoRD score per question
     answers: tuple[str, ...] = ()  # every gold answer where there are several (ReCoRD); else (target,)
+    origin: str = ""  # "file, line N" the example was rendered from, for messages about it
 
     @property
     def label(self) -> int:
@@ -51,6 +52,7 @@ class Task(ABC):
     metrics: tuple[str, ...]
     main_metric: str
     labels: tuple[str, ...] | None = None  # fixed verbalizers; None when choices vary per example
+    description: str = ""
 
     @abstractmethod
     def load(self, data: DataConfig, seed: int) -> Splits:
@@ -59,3 +61,18 @@ class Task(ABC):
     @abstractmethod
     def score(self, examples: list[Example], predictions: list[str]) -> dict[str, float]:
         """The task's metrics for predicted target texts, as percentages."""
+
+
+def describe_truncation(examples: list[Example], source_lengths: list[int], max_length: int) -> tuple[int, str]:
+    """How many sources exceed `max_length` tokens, and a message naming the first few by file and line.
+
+    The engine tokenises, so it passes each example's untruncated token count; the message goes to the log and
+    the count to `Splits.truncated`.
+    """
+    long = [e for e, n in zip(examples, source_lengths, strict=True) if n > max_length]
+    if not long:
+        return 0, ""
+    shown = "; ".join(e.origin or e.source[:40] for e in long[:3])
+    more = f" and {len(long) - 3} more" if len(long) > 3 else ""
+    return len(long), (f"{len(long)} of {len(examples)} source texts are longer than {max_length} tokens and were "
+                       f"truncated (raise --max-source-length to keep more): {shown}{more}")
