@@ -257,3 +257,104 @@ def test_launch_custom_task_from_an_uploaded_csv(store, redis_db, tmp_path):
     assert data["text_column"] == "review" and data["label_column"] == "stars"
     assert Path(data["train_file"]).read_bytes() == b"review,stars\ngood,1\nbad,0\n"
     assert queue_length(redis_db) == 1
+
+
+# --- Compare -----------------------------------------------------------------------------------------------
+
+
+def test_compare_reads_runs_from_the_url_and_shows_ratios_to_the_reference(store, redis_db):
+    pt, lamp1, lamp2 = store["pt"], store["lamp1"], store["lamp2"]
+    at = open_page("compare", runs=f"{pt},{lamp1},{lamp2}", ref=str(pt))
+    table = at.dataframe[0].value
+    assert table.loc["trainable params", f"#{lamp1} lamp · sst2"] == "1,320 (-79.4%)"
+    assert table.loc["train time (s)", f"#{lamp2} lamp · sst2"] == "80 (-20.0%)"
+    assert table.loc["accuracy", f"#{lamp2} lamp · sst2"] == "84.00 (+4.00)"
+    assert table.loc["trainable params", f"#{pt} pt · sst2 (reference)"] == "6,400"
+    at.selectbox(key="compare.ref").set_value(lamp1).run()
+    assert at.query_params["ref"] == str(lamp1)
+    assert at.dataframe[0].value.loc["trainable params", f"#{pt} pt · sst2"] == "6,400 (+384.8%)"
+
+
+def test_compare_mean_std_table_and_config_differences(store, redis_db):
+    pt, lamp1, lamp2 = store["pt"], store["lamp1"], store["lamp2"]
+    at = open_page("compare", runs=f"{pt},{lamp1},{lamp2}")
+    summary = next(df.value for df in at.dataframe if df.value.index.name == "method")
+    assert summary.loc["lamp", "sst2 (accuracy)"] == "83.00 ± 1.41 (n=2)"
+    assert summary.loc["pt", "sst2 (accuracy)"] == "80.00 (n=1)"
+    config = at.dataframe[-1].value
+    assert list(config.index) == ["method", "seed"]
+    assert config.loc["seed", f"#{lamp2} lamp · sst2"] == "2"
+    at.toggle(key="compare.diff").set_value(False).run()
+    assert {"model", "task", "length", "rank", "steps"} <= set(at.dataframe[-1].value.index)
+
+
+def test_compare_overlays_the_chosen_curve(store, redis_db):
+    at = open_page("compare", runs=f"{store['lamp1']},{store['running']}")
+    assert at.selectbox(key="compare.curve").options == ["eval_accuracy", "loss"]
+    spec = json.loads(at.get("vega_lite_chart")[-1].proto.spec)
+    assert spec["encoding"]["color"]["field"] == "run" and spec["title"] == "loss per step"
+
+
+def test_compare_asks_for_two_runs_and_keeps_the_selection_in_the_url(store, redis_db):
+    at = open_page("compare", runs=str(store["pt"]))
+    assert "Pick two or more runs" in at.info[0].value
+    at.multiselect(key="compare.runs").select(store["lamp1"]).run()
+    assert at.query_params["runs"] == f"{store['pt']},{store['lamp1']}"
+    assert at.dataframe
+
+
+# --- Dispersion --------------------------------------------------------------------------------------------
+
+
+def test_dispersion_puts_pt_and_lamp_side_by_side(store, redis_db):
+    at = open_page("dispersion")
+    assert at.multiselect(key="dispersion.runs").value == [store["pt"], store["lamp2"]]
+    figures = at.dataframe[0].value.set_index("method")
+    assert figures.loc["PT", "mean pairwise distance after"] == 0.2
+    assert figures.loc["LAMP", "mean pairwise distance change %"] == 40.0
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    assert spec["facet"]["column"]["field"] == "method" and spec["facet"]["row"]["field"] == "phase"
+    at.radio(key="dispersion.projection").set_value("t-SNE").run()
+    assert json.loads(at.get("vega_lite_chart")[0].proto.spec)["spec"]["encoding"]["x"]["title"] == "TSNE 1"
+
+
+# --- Run page ----------------------------------------------------------------------------------------------
+
+
+def test_run_page_shows_results_and_offers_the_files(store, redis_db):
+    at = open_page("run", id=str(store["lamp1"]))
+    assert at.title[0].value == f"Run #{store['lamp1']}"
+    assert metric_values(at) == {"accuracy (main)": "82.00"}
+    costs = at.dataframe[0].value.set_index("quantity")["value"]
+    assert costs["trainable params"] == "1,320" and costs["hidden size d"] == "64"
+    assert [b.label for b in at.get("download_button")] == ["prompt (safetensors)", "PEFT adapter (zip)",
+                                                           "result.json"]
+    assert at.expander[-1].label == "data splits"
+
+
+def test_run_page_of_a_failed_run_shows_why_and_retries(store, redis_db):
+    at = open_page("run", id=str(store["failed"]))
+    assert at.error[0].value == "Failed: TrainingDiverged: the loss became NaN at step 3; lower the learning rate"
+    assert not at.get("download_button")
+    at.button(key="run.retry").click().run()
+    assert stored_runs()[-1].parent_id == store["failed"] and queue_length(redis_db) == 1
+
+
+def test_run_page_try_it_goes_through_the_queue(store, redis_db):
+    at = open_page("run", id=str(store["pt"]))
+    at.text_input(key=f"run.predict.{store['pt']}.text").input("a gripping film").run()
+    at.button(key=f"run.predict.{store['pt']}.go").click().run()
+    assert queue_length(redis_db, "lamp-predict") == 1
+    assert "Waiting for a worker" in texts(at)
+
+
+def test_unknown_run_id_is_said_plainly(store, redis_db):
+    at = open_page("run", id="999")
+    assert at.warning[0].value == "Run #999 is not in the store."
+
+
+def test_unreachable_database_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAMP_HOME", str(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    at = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
+    assert len(at.error) == 1 and at.error[0].value.startswith("DATABASE_URL: cannot open the store")
