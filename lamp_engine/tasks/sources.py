@@ -113,11 +113,7 @@ def read_table(path: Path, columns: list[str]) -> list[Row]:
         rows = read_jsonl(path)
         first_line = 0
     elif suffix in (".csv", ".tsv"):
-        _nonblank_line_numbers(path)
-        dataset = _load("csv", path, sep="\t" if suffix == ".tsv" else ",", keep_default_na=False)
-        if len(dataset) == 0:
-            raise TaskError(f"{path}: the file has a header but no rows")
-        rows = [Row(row, f"{path}, line {index + 2}") for index, row in enumerate(dataset)]
+        rows = _read_delimited(path, sep="\t" if suffix == ".tsv" else ",")
         first_line = 1
     else:
         raise TaskError(f"{path}: unsupported file type {suffix or '(none)'}; use .csv, .tsv or .jsonl")
@@ -167,8 +163,14 @@ class HubUnavailable(Exception):
     """The hub copy of a dataset cannot be read here (the caller turns it into a TaskError naming the task)."""
 
 
-def read_glue_tsv(path: Path) -> list[Row]:
-    """Rows of a GLUE TSV file (header line, tab separated, quotes taken literally as GLUE's files need)."""
-    _nonblank_line_numbers(path)
-    dataset = _load("csv", path, sep="\t", quoting=3, keep_default_na=False)
+def _read_delimited(path: Path, **kwargs: Any) -> list[Row]:
+    """Rows of a CSV/TSV file with a header line; cells are kept as text ('NA' stays 'NA', blanks stay blank)."""
+    if len(_nonblank_line_numbers(path)) < 2:
+        raise TaskError(f"{path}: the file has a header but no rows")
+    dataset = _load("csv", path, keep_default_na=False, **kwargs)
     return [Row(row, f"{path}, line {index + 2}") for index, row in enumerate(dataset)]
+
+
+def read_glue_tsv(path: Path) -> list[Row]:
+    """Rows of a GLUE TSV file (tab separated, quotes taken literally as GLUE's files need)."""
+    return _read_delimited(path, sep="\t", quoting=3)
