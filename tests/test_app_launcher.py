@@ -1,0 +1,95 @@
+"""`lamp up`: refuses bad set-ups in one line (exit 2), and starts and stops the whole stack for real."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from app import launcher
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_port_in_use_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LAMP_HOME", str(tmp_path))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert launcher.main(["up", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"lamp up: port: 127.0.0.1:{port} is not free") and err.count("\n") == 1
+
+
+def test_bad_database_url_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LAMP_HOME", str(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", "nonsense://")
+    assert launcher.main(["up", "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lamp up: DATABASE_URL: ") and err.count("\n") == 1
+
+
+def test_unreachable_redis_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LAMP_HOME", str(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'lamp.db'}")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    assert launcher.main(["up", "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lamp up: REDIS_URL: cannot reach Redis at redis://127.0.0.1:1/0") and err.count("\n") == 1
+
+
+@pytest.mark.timeout(120)
+def test_up_starts_embedded_redis_a_worker_and_the_dashboard_and_stops_them(tmp_path):
+    """No REDIS_URL and no DATABASE_URL: everything lives under LAMP_HOME; SIGTERM stops all of it."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env["LAMP_HOME"] = str(tmp_path / "home")
+    log = tmp_path / "up.log"  # a file, not a pipe: the children log there too and must never block on it
+    with open(log, "w") as out:
+        up = subprocess.Popen([sys.executable, "-m", "lamp_cli", "up", "--port", str(port)], cwd=ROOT, env=env,
+                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    redis = Redis(unix_socket_path=str(tmp_path / "home" / "redis" / "redis.sock"))
+    try:
+        wanted = f"LAMP Studio is up: http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while wanted not in log.read_text() and up.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert wanted in log.read_text(), log.read_text()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=5) as response:
+            assert response.read() == b"ok"
+        deadline = time.monotonic() + 30
+        while not redis.smembers("rq:workers") and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert len(redis.smembers("rq:workers")) == 1
+        assert (tmp_path / "home" / "lamp.db").is_file()
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=40) == 0
+        assert not _answers(redis)
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)  # the test failed: take the children down with it
+        if _answers(redis):
+            redis.shutdown(nosave=True)
+    launcher.check_port("127.0.0.1", port)  # the dashboard released its port
+
+
+def _answers(redis: Redis) -> bool:
+    try:
+        return bool(redis.ping())
+    except Exception:  # noqa: BLE001 - any failure means the server is gone
+        return False
