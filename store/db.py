@@ -1,0 +1,185 @@
+"""Engines, sessions and schema upgrades for the run store.
+
+SQLite under LAMP_HOME by default (WAL so readers never block the worker's writes, a busy timeout so concurrent
+writers wait instead of failing), PostgreSQL or any SQLAlchemy URL through DATABASE_URL. Every process that
+opens the store upgrades it to the newest Alembic revision first (MLflow's pattern: migrations ship with the
+product and run from code), under a lock, so concurrent first starts do not race to create tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from lamp_engine.errors import LampError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_MIGRATION_LOCK_ID = 0x1A4D0  # any constant shared by every process of this product
+
+_engines: dict[str, Engine] = {}
+_upgraded: set[str] = set()
+
+
+class StoreError(LampError):
+    """The store cannot be opened: a bad or unreachable DATABASE_URL."""
+
+
+def lamp_home() -> Path:
+    """The data folder (LAMP_HOME, default ~/.lamp) holding the SQLite file, run folders and embedded Redis."""
+    return Path(os.environ.get("LAMP_HOME") or Path.home() / ".lamp").expanduser()
+
+
+def database_url() -> str:
+    """DATABASE_URL if set, else the SQLite file LAMP_HOME/lamp.db."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    home = lamp_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'lamp.db'}"
+
+
+def _redacted(url: str) -> str:
+    with contextlib.suppress(ArgumentError, ValueError):
+        return make_url(url).render_as_string(hide_password=True)
+    return url
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """One engine per URL per process (a forked child gets fresh connections, see _forget_connections_after_fork)."""
+    url = url or database_url()
+    if url not in _engines:
+        try:
+            parsed = make_url(url)
+            is_sqlite = parsed.get_backend_name() == "sqlite"
+            if is_sqlite and parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, pool_pre_ping=not is_sqlite)
+        except (ArgumentError, ValueError) as exc:
+            raise StoreError(f"DATABASE_URL: {_redacted(url)!r} is not a database URL ({exc}); "
+                             "use e.g. postgresql+psycopg://user@host/db, or unset it for SQLite") from None
+        except ImportError as exc:
+            raise StoreError(f"DATABASE_URL: no driver for {_redacted(url)!r} ({exc}); "
+                             "install it or use postgresql+psycopg://") from None
+        if is_sqlite:
+            _configure_sqlite(engine)
+        _engines[url] = engine
+    return _engines[url]
+
+
+def _forget_connections_after_fork() -> None:
+    """A forked RQ work horse must not share its parent's open database connections."""
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_connections_after_fork)
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _head_revision() -> str | None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """Serialise upgrades of one SQLite file across processes (held until the upgrade has committed)."""
+    if engine.url.get_backend_name() != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        yield
+        return
+    with open(f"{engine.url.database}.migrate.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _lock_for_transaction(connection: Connection) -> None:
+    """On PostgreSQL, an advisory lock held until this transaction ends serialises concurrent upgrades."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK_ID})
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> None:
+    """Bring the schema to `revision` (default: newest) from code; cheap when it is already there."""
+    engine = get_engine(url)
+    try:
+        with _sqlite_file_lock(engine), engine.begin() as connection:
+            _lock_for_transaction(connection)
+            current = MigrationContext.configure(connection).get_current_revision()
+            target = _head_revision() if revision == "head" else revision
+            if current != target:
+                command.upgrade(_alembic_config(connection), revision)
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise StoreError(f"DATABASE_URL: cannot open the store at {_redacted(engine.url.render_as_string())} "
+                         f"({reason}); check the URL and that the server runs, or unset it for SQLite") from None
+
+
+def ensure_schema(url: str | None = None) -> None:
+    """Upgrade once per process and URL, so every entry point can call it freely."""
+    url = url or database_url()
+    if url not in _upgraded:
+        upgrade(url)
+        _upgraded.add(url)
+
+
+@cache
+def _session_factory(url: str) -> sessionmaker[Session]:
+    return sessionmaker(get_engine(url), expire_on_commit=False)
+
+
+@contextlib.contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error; the schema is upgraded on first use."""
+    url = url or database_url()
+    ensure_schema(url)
+    session = _session_factory(url)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def dispose(url: str | None = None) -> None:
+    """Close one engine's connections and forget it (tests drop their databases afterwards)."""
+    url = url or database_url()
+    engine = _engines.pop(url, None)
+    _upgraded.discard(url)
+    _session_factory.cache_clear()
+    if engine is not None:
+        engine.dispose()

