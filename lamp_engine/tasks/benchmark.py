@@ -100,11 +100,13 @@ class BenchmarkTask(RowTask):
     def local_plan(self, data_dir: str | None) -> Plan | None:
         """Full train + test when present; else FewGLUE train32 (+ dev32 to select) + test; else train32/dev32."""
         found = self.local_files(data_dir)
+        if not data_dir or not found:
+            return None
 
         def split(role: str) -> SplitSource:
             return SplitSource(f"{self.local.folder}/{self.local.files[role]}", lambda: self._read_local(found[role]))
 
-        source = f"local folder {data_dir}"
+        source = f"local folder {Path(data_dir).resolve()}"
         if {"train", "test"} <= found.keys():
             return Plan(source, split("train"), split("test"))
         if {"train32", "test"} <= found.keys():
