@@ -42,7 +42,7 @@ def dispersion_chart(points: pd.DataFrame, projection: str) -> alt.FacetChart:
     ).properties(width=280, height=240)
     return base.facet(
         row=alt.Row("phase:N", title=None, sort=["before", "after"]),
-        column=alt.Column("method:N", title=None),
+        column=alt.Column("method:N", title=None, sort=["PT", "LAMP"]),
     ).resolve_scale(x="independent", y="independent")
 
 

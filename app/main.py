@@ -20,18 +20,18 @@ from lamp_engine.errors import LampError  # noqa: E402
 
 
 def main() -> None:
-    st.set_page_config(page_title="LAMP Studio", page_icon="💡", layout="wide")
+    st.set_page_config(page_title="LAMP Studio", page_icon=":material/lightbulb:", layout="wide")
     try:
         backend.ensure_store()
     except LampError as exc:  # a bad or unreachable DATABASE_URL: one line saying what to do
         st.error(str(exc))
         st.stop()
     pages = [
-        st.Page("views/runs.py", title="Runs", icon="📋", url_path="runs", default=True),
-        st.Page("views/launch.py", title="Launch", icon="🚀", url_path="launch"),
-        st.Page("views/compare.py", title="Compare", icon="⚖️", url_path="compare"),
-        st.Page("views/dispersion.py", title="Dispersion", icon="✨", url_path="dispersion"),
-        st.Page("views/run.py", title="Run", icon="🔎", url_path="run"),
+        st.Page("views/runs.py", title="Runs", icon=":material/list:", default=True),
+        st.Page("views/launch.py", title="Launch", icon=":material/rocket_launch:", url_path="launch"),
+        st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
+        st.Page("views/dispersion.py", title="Dispersion", icon=":material/scatter_plot:", url_path="dispersion"),
+        st.Page("views/run.py", title="Run", icon=":material/search:", url_path="run"),
     ]
     st.navigation(pages).run()
 

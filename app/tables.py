@@ -14,12 +14,13 @@ from typing import Any
 
 import pandas as pd
 
+# Symbols from ordinary text fonts (not emoji), so the badges show in any browser, Debian's Chromium included.
 STATUS_BADGES = {
-    "queued": "⏳ queued",
-    "running": "🏃 running",
-    "succeeded": "✅ succeeded",
-    "failed": "❌ failed",
-    "cancelled": "⛔ cancelled",
+    "queued": "◌ queued",
+    "running": "▶ running",
+    "succeeded": "✔ succeeded",
+    "failed": "✖ failed",
+    "cancelled": "■ cancelled",
 }
 ACTIVE = ("queued", "running")
 

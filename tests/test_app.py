@@ -145,18 +145,18 @@ def test_runs_page_lists_every_status_with_results_and_queue_position(store, red
     at = open_page("runs")
     table = at.dataframe[0].value.set_index("id")
     assert len(table) == 8
-    assert table.loc[store["lamp2"], "status"] == "✅ succeeded"
-    assert table.loc[store["failed"], "status"] == "❌ failed"
-    assert table.loc[store["cancelled"], "status"] == "⛔ cancelled"
-    assert table.loc[store["running"], "status"] == "🏃 running"
+    assert table.loc[store["lamp2"], "status"] == "✔ succeeded"
+    assert table.loc[store["failed"], "status"] == "✖ failed"
+    assert table.loc[store["cancelled"], "status"] == "■ cancelled"
+    assert table.loc[store["running"], "status"] == "▶ running"
     assert table.loc[store["lamp2"], "value"] == 84.0
     assert table.loc[store["pt"], "trainable params"] == 6400
     assert table.loc[store["lamp1"], "train time (s)"] == 80.0
     assert table.loc[waiting, "queue"] == 1
     counts = {m.label: m.value for m in at.metric}
-    assert counts["✅ succeeded"] == "3" and counts["⏳ queued"] == "2" and counts["🏃 running"] == "1"
+    assert counts["✔ succeeded"] == "3" and counts["◌ queued"] == "2" and counts["▶ running"] == "1"
     progress = [p.proto.text for p in at.get("progress")]
-    assert f"#{store['running']} lamp · cb · 🏃 running · step 5/10" in progress
+    assert f"#{store['running']} lamp · cb · ▶ running · step 5/10" in progress
     assert "No worker is up" in texts(at)
 
 

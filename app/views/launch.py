@@ -232,7 +232,7 @@ def main() -> None:
     if st.button("Launch", type="primary", disabled=not rows_ok, key=K + "submit"):
         launch(request, name.strip() or "sweep")
     if st.session_state.get(K + "last_ids"):
-        st.page_link(PAGES["runs"], label="Watch them on the Runs page", icon="📋")
+        st.page_link(PAGES["runs"], label="Watch them on the Runs page", icon=":material/list:")
 
 
 main()

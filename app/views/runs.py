@@ -56,7 +56,7 @@ def show_table(records: list[dict[str, Any]]) -> None:
     positions = queue_call(lambda: backend.queue_positions(records), fallback={})
     frame = runs_frame(records, positions)
     st.dataframe(
-        frame, hide_index=True, width="stretch", height=min(36 * (len(frame) + 1) + 3, 560),
+        frame, hide_index=True, width="stretch", height=560 if len(frame) > 15 else "auto",
         column_config={
             "id": st.column_config.NumberColumn("id", format="#%d"),
             "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0),
@@ -118,7 +118,7 @@ def main() -> None:
     records = backend.load_runs()
     if not records:
         st.info("No runs yet: start one on the Launch page.")
-        st.page_link(PAGES["launch"], label="Launch a run", icon="🚀")
+        st.page_link(PAGES["launch"], label="Launch a run", icon=":material/rocket_launch:")
         return
     any_active = any(r["status"] in ACTIVE for r in records)
     st.fragment(run_every=REFRESH_SECONDS if any_active else None)(live_section)(status_filter)
