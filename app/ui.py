@@ -63,4 +63,5 @@ def queue_call(action: Callable[[], Any], fallback: Any = None) -> Any:
 
 
 def link_to_run(run_id: int, label: str | None = None) -> None:
-    st.page_link(PAGES["run"], label=label or f"Open run #{run_id}", icon=":material/search:", query_params={"id": str(run_id)})
+    st.page_link(PAGES["run"], label=label or f"Open run #{run_id}", icon=":material/search:",
+                 query_params={"id": str(run_id)})
