@@ -24,7 +24,7 @@ run: install
 	$(BIN)/lamp up
 
 test: install
-	$(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check .

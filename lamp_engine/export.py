@@ -25,7 +25,7 @@ def save_prompt(folder: Path, prompt: SoftPrompt, head: nn.Module | None, config
     if head is not None:
         tensors |= {f"head.{k}": v.detach().float().cpu().contiguous() for k, v in head.state_dict().items()}
     with torch.no_grad():
-        tensors["prompt"] = prompt().detach().float().cpu().contiguous()
+        tensors["prompt"] = prompt().detach().float().cpu().clone(memory_format=torch.contiguous_format)
     save_file(tensors, str(folder / PROMPT_FILE), metadata={"config": json.dumps(config)})
 
 

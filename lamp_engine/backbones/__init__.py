@@ -29,8 +29,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def quiet_hub_logging() -> None:
+    """Loading bars and retry warnings of transformers/huggingface_hub would bury our one-line messages."""
+    import huggingface_hub.utils
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.logging.set_verbosity_error()
+    huggingface_hub.utils.disable_progress_bars()
+
+
 def load_backbone(name: str, train: TrainConfig) -> Backbone:
     """The frozen model and tokenizer, on the configured device (bf16 on CUDA, optionally 4-bit NF4)."""
+    quiet_hub_logging()
     device = resolve_device(train.device)
     if name == "tiny-t5":
         if train.load_4bit:

@@ -27,13 +27,16 @@ class CausalBackbone(Backbone):
         return Encoded(source, word(example.target), [word(c) for c in example.choices],
                        example.choices.index(example.target), cut)
 
+    def hidden_states(self, prompt: SoftPrompt, rows: list[list[int]]) -> tuple[torch.Tensor, int]:
+        """Last hidden states of [prompt] + each row, and the offset of the rows' first token."""
+        embeds, mask = self.with_prompt(prompt, pad(rows, self.tokenizer.pad_token_id or 0), pad_mask(rows))
+        hidden = self.model.base_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+        return hidden, embeds.shape[1] - max(len(r) for r in rows)
+
     def target_log_probs(self, prompt: SoftPrompt, sources: list[list[int]],
                          targets: list[list[int]]) -> list[torch.Tensor]:
         """log p(target token | prompt, source, earlier target tokens), one tensor per row."""
-        rows = [s + t for s, t in zip(sources, targets, strict=True)]
-        embeds, mask = self.with_prompt(prompt, pad(rows, self.tokenizer.pad_token_id or 0), pad_mask(rows))
-        hidden = self.model.base_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
-        offset = embeds.shape[1] - max(len(r) for r in rows)  # prompt rows
+        hidden, offset = self.hidden_states(prompt, [s + t for s, t in zip(sources, targets, strict=True)])
         row_index = torch.tensor([i for i, t in enumerate(targets) for _ in t], device=self.device)
         position = torch.tensor([offset + len(s) - 1 + j for s, t in zip(sources, targets, strict=True)
                                  for j in range(len(t))], device=self.device)
@@ -47,6 +50,8 @@ class CausalBackbone(Backbone):
         return -torch.cat(per_row).mean()
 
     def choice_scores(self, prompt: SoftPrompt, batch: list[Encoded]) -> list[list[float]]:
+        if all(len(c) == 1 for e in batch for c in e.choices):
+            return self.next_token_scores(prompt, batch)
         sources = [e.source for e in batch for _ in e.choices]
         targets = [c for e in batch for c in e.choices]
         scores = [float(lp.sum()) for lp in self.target_log_probs(prompt, sources, targets)]
@@ -55,3 +60,11 @@ class CausalBackbone(Backbone):
             out.append(scores[start:start + len(e.choices)])
             start += len(e.choices)
         return out
+
+    def next_token_scores(self, prompt: SoftPrompt, batch: list[Encoded]) -> list[list[float]]:
+        """Single-token answers share one pass: every choice's log-probability after the source's last token."""
+        hidden, offset = self.hidden_states(prompt, [e.source for e in batch])
+        last = torch.tensor([offset + len(e.source) - 1 for e in batch], device=self.device)
+        rows = torch.arange(len(batch), device=self.device)
+        log_probs = torch.log_softmax(self.model.get_output_embeddings()(hidden[rows, last]).float(), dim=-1)
+        return [[log_probs[i, c[0]].item() for c in e.choices] for i, e in enumerate(batch)]

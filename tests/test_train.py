@@ -1,0 +1,177 @@
+"""Training end to end on real (offline) models: the run folder, reloading, PEFT export, stop and resume."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lamp_engine.backbones import load_backbone
+from lamp_engine.config import RunConfig, TrainConfig
+from lamp_engine.errors import ConfigError, TaskError
+from lamp_engine.export import load_prompt
+from lamp_engine.prompts import build_prompt
+from lamp_engine.train import Callbacks, train
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+RESULT_KEYS = {"method", "model", "task", "config", "trainable_params", "prompt_params", "head_params",
+               "total_params", "prompt_tokens", "hidden_size", "train_seconds", "step_seconds_median",
+               "peak_memory_mb", "eval_examples_per_second", "metrics", "best_metrics", "history", "split_policy"}
+
+
+def tiny(**overrides) -> RunConfig:
+    values = {"model": "tiny-t5", "task": "sst2", "data_dir": str(DATA), "method": "lamp", "length": 8, "rank": 2,
+              "pool": 2, "steps": 4, "batch_size": 4, "max_eval_examples": 8, "eval_every": 2}
+    return RunConfig.from_flat({**values, **overrides})
+
+
+def rebuild(folder: Path, config: RunConfig, hidden: int):
+    saved = load_prompt(folder)
+    prompt = build_prompt(config.prompt, torch.zeros(config.prompt.length, hidden), config.train.max_source_length)
+    prompt.load_state_dict(saved["params"])
+    return prompt, saved
+
+
+def test_tiny_run_writes_every_result_field(tmp_path):
+    result = train(tiny(), tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert set(saved) >= RESULT_KEYS
+    assert saved["prompt_params"] == 8 * 2 + 2 + 2 * 64 == saved["trainable_params"]
+    assert saved["head_params"] == 0 and saved["prompt_tokens"] == 4 and saved["hidden_size"] == 64
+    assert saved["total_params"] > 2_000_000
+    assert [p["step"] for p in saved["history"]["train"]] == [1, 2, 3, 4]
+    assert [p["step"] for p in saved["history"]["eval"]] == [2, 4]
+    assert 0 <= saved["metrics"]["accuracy"] <= 100 and saved["best_metrics"]["step"] in (2, 4)
+    assert "SST-2/dev.txt" in saved["split_policy"]["test"]
+    assert saved["config"]["train"]["lr"] == 0.3  # the seq2seq family's default, resolved
+    assert result["peak_memory_mb"] > 100 and result["eval_examples_per_second"] > 0
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "dispersion.json", "peft", "prompt.safetensors", "result.json", "trainer_state.pt"]
+    spread = json.loads((tmp_path / "run" / "dispersion.json").read_text())
+    assert len(spread["pca"]["before"]) == len(spread["tsne"]["after"]) == 4
+    assert spread["figure"]["before"]["mean_pairwise_distance"] > 0
+
+
+def test_cpu_runs_repeat_exactly(tmp_path):
+    first = train(tiny(), tmp_path / "a")["history"]["train"]
+    second = train(tiny(), tmp_path / "b")["history"]["train"]
+    assert [p["loss"] for p in first] == [p["loss"] for p in second]
+    assert load_file(str(tmp_path / "a" / "prompt.safetensors"))["prompt"].equal(
+        load_file(str(tmp_path / "b" / "prompt.safetensors"))["prompt"])
+
+
+def test_saved_prompt_reloads_bit_identical(tmp_path):
+    config = tiny(method="lamp", pool=1, attention_pool=True)
+    train(config, tmp_path / "run")
+    prompt, saved = rebuild(tmp_path / "run", config, 64)
+    with torch.no_grad():
+        assert torch.equal(prompt(), saved["prompt"])
+
+
+def test_gradients_reach_u_q_and_v_only():
+    config = tiny()
+    backbone = load_backbone("tiny-t5", TrainConfig(max_source_length=32))
+    prompt = build_prompt(config.prompt, backbone.vocabulary_rows(8, torch.Generator().manual_seed(0)), 32)
+    from lamp_engine.tasks import Example
+
+    example = Example("sentence: a fine film", "positive", ("negative", "positive"))
+    backbone.loss(prompt, [backbone.encode(example)]).backward()
+    assert {name for name, p in prompt.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0} == {
+        "U", "Q", "V"}
+    assert all(p.grad is None and not p.requires_grad for p in backbone.model.parameters())
+
+
+def test_peft_folder_reproduces_our_seq2seq_logits(tmp_path):
+    from peft import PeftModel
+
+    config = tiny()
+    train(config, tmp_path / "run")
+    backbone = load_backbone("tiny-t5", config.train)
+    prompt, _ = rebuild(tmp_path / "run", config, 64)
+    ids = backbone.tokenizer(["a fine film", "dull"], padding=True, return_tensors="pt")
+    decoder = torch.tensor([[0, 5, 6], [0, 7, 8]])
+    with torch.no_grad():
+        ours = backbone.logits(prompt, ids.input_ids, ids.attention_mask, decoder_input_ids=decoder)
+        peft_model = PeftModel.from_pretrained(load_backbone("tiny-t5", config.train).model, tmp_path / "run" / "peft")
+        theirs = peft_model(input_ids=ids.input_ids, attention_mask=ids.attention_mask,
+                            decoder_input_ids=decoder).logits
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_peft_folder_reproduces_our_causal_logits(tmp_path):
+    from peft import PeftModel
+
+    config = tiny(model="smollm2-135m", steps=1, batch_size=2, eval_every=0, max_eval_examples=2, method="pt")
+    train(config, tmp_path / "run")
+    backbone = load_backbone("smollm2-135m", config.train)
+    prompt, _ = rebuild(tmp_path / "run", config, 576)
+    ids = backbone.tokenizer(["a fine film", "dull and long"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        ours = backbone.logits(prompt, ids.input_ids, ids.attention_mask)
+        base = load_backbone("smollm2-135m", config.train).model
+        theirs = PeftModel.from_pretrained(base, tmp_path / "run" / "peft")(
+            input_ids=ids.input_ids, attention_mask=ids.attention_mask).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_stop_saves_the_partial_prompt_and_resume_finishes(tmp_path):
+    steps_seen = []
+    callbacks = Callbacks(on_step=lambda step, total, values: steps_seen.append(step),
+                          should_stop=lambda: len(steps_seen) >= 2)
+    stopped = train(tiny(steps=6, eval_every=0), tmp_path / "run", callbacks)
+    assert stopped["status"] == "stopped" and stopped["steps"] == 2 and stopped["metrics"] == {}
+    assert (tmp_path / "run" / "prompt.safetensors").is_file()
+    resumed = train(tiny(steps=6, eval_every=0), tmp_path / "run", resume=True)
+    assert resumed["status"] == "completed" and resumed["steps"] == 6
+    assert [p["step"] for p in resumed["history"]["train"]] == [1, 2, 3, 4, 5, 6]
+    uninterrupted = train(tiny(steps=6, eval_every=0), tmp_path / "straight")
+    assert [p["loss"] for p in resumed["history"]["train"]] == pytest.approx(
+        [p["loss"] for p in uninterrupted["history"]["train"]], rel=1e-5)
+
+
+@pytest.mark.parametrize(("overrides", "error", "message"), [
+    ({"rank": 70, "length": 100, "pool": 1}, ConfigError, "^rank: rank 70 exceeds min"),
+    ({"data_dir": "/nonexistent/data"}, TaskError, "no data source available"),
+    ({"task": "no-such-task"}, TaskError, "unknown task"),
+])
+def test_invalid_runs_leave_no_folder(tmp_path, overrides, error, message):
+    with pytest.raises(error, match=message):
+        train(tiny(**overrides), tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_encoder_training_lowers_the_loss_on_sst2(tmp_path):
+    config = RunConfig.from_flat({"model": "minilm-l6", "task": "sst2", "data_dir": str(DATA), "method": "lamp",
+                                  "steps": 60, "batch_size": 16, "max_eval_examples": 64})
+    result = train(config, tmp_path / "run")
+    losses = [p["loss"] for p in result["history"]["train"]]
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 0.05
+    assert result["head_params"] == 384 * 2 + 2
+    assert result["prompt_params"] == 100 * 8 + 8 + 8 * 384
+    assert result["trainable_params"] == result["prompt_params"] + result["head_params"]
+
+
+def test_predict_scores_typed_text_with_the_trained_prompt(tmp_path):
+    from lamp_engine.predict import predict
+
+    train(tiny(), tmp_path / "run")
+    out = predict(tmp_path / "run", ["a warm , funny film", "dull"])
+    assert [o["source"] for o in out] == ["sentence: a warm , funny film", "sentence: dull"]
+    assert all(set(o["scores"]) == {"negative", "positive"} for o in out)
+    assert all(o["prediction"] == max(o["scores"], key=o["scores"].get) for o in out)
+    assert all(score < 0 for o in out for score in o["scores"].values())  # log-likelihoods
+
+
+def test_causal_single_token_shortcut_scores_like_the_full_path():
+    from lamp_engine.tasks import Example
+
+    backbone = load_backbone("smollm2-135m", TrainConfig(max_source_length=32))
+    prompt = build_prompt(tiny(method="pt").prompt, backbone.vocabulary_rows(8, torch.Generator().manual_seed(0)), 32)
+    batch = [backbone.encode(Example(f"sentence: {text}", "positive", ("negative", "positive")))
+             for text in ("a warm film", "a dull , long , tired film")]
+    assert all(len(choice) == 1 for e in batch for choice in e.choices)
+    with torch.no_grad():
+        shortcut = backbone.choice_scores(prompt, batch)
+        full = [[float(lp.sum()) for lp in backbone.target_log_probs(prompt, [e.source] * 2, e.choices)] for e in batch]
+    torch.testing.assert_close(torch.tensor(shortcut), torch.tensor(full), atol=1e-4, rtol=1e-4)
