@@ -173,7 +173,9 @@ def run_training(run_id: int) -> dict[str, Any]:
             on_step=reporter.on_step, on_eval=reporter.on_eval, should_stop=reporter.should_stop))
         return {"run_id": run_id, "status": _record_result(run_id, result, reporter)}
     except TrainingDiverged as exc:
-        _finish(run_id, "failed", error=f"training diverged (NaN or infinite loss): {exc}")
+        message = str(exc)
+        _finish(run_id, "failed", error=message if message.startswith("training diverged") else
+                f"training diverged (NaN or infinite loss): {message}")
     except LampError as exc:
         _finish(run_id, "failed", error=str(exc))
     except Exception as exc:

@@ -167,7 +167,8 @@ def workers() -> list[dict[str, Any]]:
     job_ids = {worker.name: worker.get_current_job_id() for worker in found}
     with session_scope() as session:
         wanted = [job_id for job_id in job_ids.values() if job_id]
-        run_of_job = dict(session.execute(select(Run.job_id, Run.id).where(Run.job_id.in_(wanted)))) if wanted else {}
+        query = select(Run.job_id, Run.id).where(Run.job_id.in_(wanted))
+        run_of_job = dict(session.execute(query).all()) if wanted else {}
     return [{"name": worker.name, "state": worker.get_state(), "hostname": worker.hostname, "pid": worker.pid,
              "queues": worker.queue_names(),
              "last_heartbeat": worker.last_heartbeat.isoformat() if worker.last_heartbeat else None,
@@ -175,9 +176,13 @@ def workers() -> list[dict[str, Any]]:
 
 
 def _job_ended_reason(job: Job) -> str:
+    """'its RQ job ended as failed (last line of its error)', for a reconcile reason or a failed prediction."""
+    status = job.get_status()
     result = job.latest_result()
-    detail = (result.exc_string or "").strip().splitlines()[-1:] if result is not None else []
-    return f"its RQ job ended as {job.get_status()}" + (f" ({detail[0]})" if detail else "")
+    text = (result.exc_string or "") if result is not None else ""
+    lines = [line.strip() for line in text.splitlines()]
+    detail = [line for line in lines if line and not line.startswith("(Background on this error")][-1:]
+    return f"its RQ job ended as {getattr(status, 'value', status)}" + (f" ({detail[0]})" if detail else "")
 
 
 def _process_gone(pid: int) -> bool:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
+import sys
 from collections.abc import Sequence
 
 from rq import Queue, Worker
@@ -17,8 +20,27 @@ MAINTENANCE_EVERY_S = 60
 HEARTBEAT_EVERY_S = 10  # a dead worker's registration expires this + 60 s after its last heartbeat
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process get SIGKILL when its parent dies (Linux), and exit now if the parent is already gone.
+
+    RQ puts each work horse in its own process group, so without this a horse whose worker was killed would
+    train on unseen; with it, worker and job fail together and reconcile finds the run's process gone.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
 class LampWorker(Worker):
-    """An RQ worker that also reconciles the store with the queue whenever RQ runs its own maintenance."""
+    """An RQ worker whose horses die with it, and which reconciles the store whenever RQ runs maintenance."""
+
+    def main_work_horse(self, job, queue) -> None:  # type: ignore[no-untyped-def]
+        die_with_parent(self.pid)
+        super().main_work_horse(job, queue)
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()

@@ -1,0 +1,197 @@
+"""The worker end to end: real `lamp worker` processes training tiny-t5 runs from the real queue into the store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from lamp_engine.config import RunConfig
+from store.artifacts import artifact_path
+from store.db import session_scope
+from store.models import FINISHED_STATUSES
+from store.queries import get_run, list_runs, metric_series
+from worker import queue
+from worker.connection import redis_connection
+from worker.jobs import run_training
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+TINY = {"model": "tiny-t5", "task": "sst2", "steps": 2, "batch_size": 2, "length": 4, "rank": 2,
+        "max_eval_examples": 4, "data_dir": str(DATA_DIR)}
+
+
+def tiny_config(**overrides) -> RunConfig:
+    return RunConfig.from_flat({**TINY, **overrides})
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path):
+    """Starts `lamp worker` processes, each in its own process group (so a test can kill a worker and its work
+    horse together); whatever is still running when the test ends is killed, so no worker outlives its test."""
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str) -> subprocess.Popen:
+        log = open(tmp_path / f"worker-{len(started)}.log", "w")  # noqa: SIM115 - closed with the process
+        worker = subprocess.Popen([sys.executable, "-m", "lamp_cli", "worker", *args], cwd=REPO_ROOT, stdout=log,
+                                  stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        worker.log_path = log.name
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=30)
+
+
+def row(run_id: int) -> dict:
+    with session_scope() as session:
+        return get_run(session, run_id).to_dict()
+
+
+def wait_for(run_id: int, done, timeout: float = 120) -> tuple[dict, list[str]]:
+    """Poll the store until done(row) holds; returns the row and every distinct status seen, in order."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        current = row(run_id)
+        if not seen or seen[-1] != current["status"]:
+            seen.append(current["status"])
+        if done(current):
+            return current, seen
+        assert current["status"] not in FINISHED_STATUSES, f"run {run_id} ended early: {current['error']}"
+        assert time.monotonic() < deadline, f"run {run_id} stuck at {current['status']} step {current['step']}"
+        time.sleep(0.05)
+
+
+def wait_until_dead(pid: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        assert time.monotonic() < deadline, f"process {pid} outlived its killed worker"
+        time.sleep(0.05)
+
+
+def finish(worker: subprocess.Popen) -> None:
+    """Wait for a burst worker to drain the queue and exit cleanly (its log is in the message otherwise)."""
+    worker.wait(timeout=120)
+    assert worker.returncode == 0, Path(worker.log_path).read_text()[-3000:]
+
+
+def test_submitted_run_goes_queued_running_succeeded_with_measurements(database_url, redis_url, tmp_path, start_worker):
+    run_id = queue.submit_run(tiny_config())
+    worker = start_worker("--burst")
+    final, seen = wait_for(run_id, lambda r: r["status"] not in ("queued", "running"))
+    finish(worker)
+    assert seen == ["queued", "running", "succeeded"], final["error"]
+    result = json.loads((Path(os.environ["LAMP_HOME"]) / "runs" / str(run_id) / "result.json").read_text())
+    for name in ("trainable_params", "prompt_params", "head_params", "total_params", "prompt_tokens", "hidden_size",
+                 "train_seconds", "step_seconds_median", "peak_memory_mb", "eval_examples_per_second",
+                 "metrics", "main_metric"):
+        assert final[name] == result[name], name
+    assert final["trainable_params"] == tiny_config().prompt.trainable_params(final["hidden_size"]) == 138
+    assert final["main_metric_value"] == result["metrics"][result["main_metric"]]
+    assert (final["progress"], final["step"], final["total_steps"], final["artifact_dir"]) == (
+        1.0, 2, 2, f"runs/{run_id}")
+    assert final["started_at"] <= final["finished_at"] and final["worker_pid"] and final["worker_name"]
+    with session_scope() as session:
+        run = get_run(session, run_id)
+        losses = metric_series(session, [run_id], "loss")
+        evals = metric_series(session, [run_id], "eval_" + result["main_metric"])
+        assert artifact_path(run, "prompt.safetensors").stat().st_size > 0
+    assert losses == [(run_id, point["step"], point["loss"]) for point in result["history"]["train"]]
+    assert evals == [(run_id, point["step"], point[result["main_metric"]]) for point in result["history"]["eval"]]
+    exported = subprocess.run([sys.executable, "-m", "lamp_cli", "export", str(run_id), "--to", str(tmp_path / "x")],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert exported.returncode == 0, exported.stderr
+    assert sorted(path.name for path in (tmp_path / "x").iterdir()) == ["peft", "prompt.safetensors", "result.json"]
+
+    prediction = queue.submit_prediction(run_id, "a gripping, beautifully acted film")
+    assert queue.prediction_result(prediction) is None  # no worker has taken it yet
+    finish(start_worker("--burst"))
+    answer = queue.prediction_result(prediction)
+    assert answer["status"] == "finished", answer
+    (predicted,) = answer["predictions"]
+    assert predicted["text"] == "a gripping, beautifully acted film"
+    assert predicted["prediction"] in predicted["scores"] and len(predicted["scores"]) == 2
+
+
+def test_cooperative_stop_saves_the_partial_prompt_and_force_kills_the_horse(lamp_home, redis_url, start_worker):
+    gentle, forced = queue.submit_run(tiny_config(steps=2000)), queue.submit_run(tiny_config(steps=2000, seed=3))
+    worker = start_worker("--burst")
+    wait_for(gentle, lambda r: r["status"] == "running" and r["step"] >= 2)
+    assert queue.cancel_run(gentle) == "stop requested"
+    final, _ = wait_for(gentle, lambda r: r["status"] != "running")
+    assert final["status"] == "cancelled" and final["stop_requested"]
+    assert 2 <= final["step"] < 2000 and final["error"].startswith("stopped on request at step")
+    result = json.loads((lamp_home / "runs" / str(gentle) / "result.json").read_text())
+    assert (result["status"], result["steps"]) == ("stopped", final["step"])
+    assert (lamp_home / "runs" / str(gentle) / "prompt.safetensors").stat().st_size > 0
+
+    horse = wait_for(forced, lambda r: r["status"] == "running" and r["step"] >= 2)[0]["worker_pid"]
+    done = subprocess.run([sys.executable, "-m", "lamp_cli", "cancel", str(forced), "--force"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == f"run {forced}: cancelled"
+    wait_until_dead(horse)
+    finish(worker)  # the worker itself survives the killed horse and drains the queue
+    assert (row(forced)["status"], row(forced)["error"]) == ("cancelled", "stopped by force (lamp cancel --force)")
+    with session_scope() as session:
+        job = queue.fetch_job(get_run(session, forced).job_id, redis_connection())
+    assert job.get_status() == "stopped"
+
+
+def test_killed_worker_is_reconciled_to_failed_and_its_retry_succeeds(lamp_home, redis_url, start_worker):
+    cancelled = queue.submit_run(tiny_config(seed=1))
+    queue.cancel_run(cancelled)
+    victim = queue.submit_run(tiny_config(steps=80))
+    worker = start_worker()
+    wait_for(victim, lambda r: r["status"] == "running" and r["step"] >= 2)
+    waiting = queue.submit_run(tiny_config(seed=2))  # stays queued behind the busy worker
+    (busy,) = queue.workers()
+    assert (busy["state"], busy["run_id"], busy["pid"]) == ("busy", victim, worker.pid)
+    with session_scope() as session:
+        before = {run.id: run.to_dict() for run in list_runs(session)}
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=30)
+    wait_until_dead(before[victim]["worker_pid"])  # the work horse dies with its worker (PR_SET_PDEATHSIG)
+    assert queue.reconcile() == [victim]
+    with session_scope() as session:
+        after = {run.id: run.to_dict() for run in list_runs(session)}
+    assert after[victim]["status"] == "failed"
+    assert after[victim]["error"].startswith("reconcile: its worker process") and "died" in after[victim]["error"]
+    assert {k: v for k, v in after.items() if k != victim} == {k: v for k, v in before.items() if k != victim}
+    assert queue.reconcile() == []
+    queue.cancel_run(waiting)
+    retry = queue.retry_run(victim)
+    finish(start_worker("--burst"))
+    final = row(retry)
+    assert (final["status"], final["parent_id"], final["step"]) == ("succeeded", victim, 80), final["error"]
+
+
+@pytest.mark.parametrize(("overrides", "error"), [
+    ({"lr": 1e20, "steps": 4}, "training diverged: loss is nan at step"),
+    ({"data_dir": "/nonexistent/lamp-data"}, None),
+])
+def test_failing_training_records_failed_with_the_engine_message(lamp_home, redis_url, overrides, error):
+    run_id = queue.submit_run(tiny_config(**overrides))
+    assert run_training(run_id) == {"run_id": run_id, "status": "failed"}
+    final = row(run_id)
+    assert final["status"] == "failed" and final["finished_at"]
+    if error:
+        assert final["error"].startswith(error)
+    else:
+        assert "/nonexistent/lamp-data" in final["error"] and "Traceback" not in final["error"]
+    assert run_training(run_id) == {"run_id": run_id, "status": "skipped"}  # a finished run never runs twice
