@@ -3,6 +3,9 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+PORT    ?= 8501
+# The task files of ../shared/data, when this checkout sits beside them (LAMP_DATA_DIR overrides).
+run: export LAMP_DATA_DIR ?= $(wildcard $(abspath ../shared/data))
 
 .PHONY: install run test lint clean
 
@@ -21,7 +24,7 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 install: $(STAMP)
 
 run: install
-	$(BIN)/lamp up
+	$(BIN)/lamp up --port $(PORT)
 
 test: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "retry": ("worker.cli", "queue a failed or cancelled run again"),
     "export": ("worker.cli", "copy a run's prompt files to a folder"),
     "worker": ("worker.cli", "start a worker"),
+    "migrate": ("store.cli", "upgrade the store's schema to the newest revision"),
     "up": ("app.launcher", "start Redis, the store, a worker and the dashboard"),
     "bench": ("bench.cli", "run the benchmarks"),
 }
