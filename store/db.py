@@ -19,6 +19,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
@@ -140,6 +141,9 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
             target = _head_revision() if revision == "head" else revision
             if current != target:
                 command.upgrade(_alembic_config(connection), revision)
+    except CommandError as exc:
+        raise StoreError(f"DATABASE_URL: the store's schema cannot be upgraded ({exc}); it may come from a newer "
+                         "LAMP Studio: upgrade this installation or point DATABASE_URL elsewhere") from None
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise StoreError(f"DATABASE_URL: cannot open the store at {_redacted(engine.url.render_as_string())} "

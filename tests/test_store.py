@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import insert, inspect, text
 
 from store.artifacts import ArtifactError, artifact_path
-from store.db import get_engine, session_scope, upgrade
+from store.db import StoreError, dispose, get_engine, session_scope, upgrade
 from store.models import MetricPoint, Run, Sweep, utcnow
 from store.queries import UnknownRun, get_run, list_runs, metric_keys, metric_series, sweeps
 
@@ -120,3 +120,12 @@ def test_bad_database_url_is_one_clear_line(lamp_home, url):
                           text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("lamp runs: DATABASE_URL: ")
+
+
+def test_a_schema_from_a_newer_release_is_one_clear_error(lamp_home):
+    upgrade()
+    with get_engine().begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    dispose()
+    with pytest.raises(StoreError, match="schema cannot be upgraded .*newer"):
+        upgrade()

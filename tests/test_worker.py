@@ -195,3 +195,19 @@ def test_failing_training_records_failed_with_the_engine_message(lamp_home, redi
     else:
         assert "/nonexistent/lamp-data" in final["error"] and "Traceback" not in final["error"]
     assert run_training(run_id) == {"run_id": run_id, "status": "skipped"}  # a finished run never runs twice
+
+
+def test_worker_maintenance_reconciles_the_store(lamp_home, redis_url):
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    from worker.runner import LampWorker
+
+    lost = queue.submit_run(tiny_config())
+    connection = redis_connection()
+    connection.flushdb()
+    worker = LampWorker([Queue(queue.TRAIN_QUEUE, connection=connection, serializer=JSONSerializer)],
+                        connection=connection, serializer=JSONSerializer)
+    worker.run_maintenance_tasks()
+    assert (row(lost)["status"], row(lost)["error"]) == (
+        "failed", "reconcile: its job vanished from Redis before it started (Redis restarted or was flushed)")

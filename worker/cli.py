@@ -15,6 +15,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 
+from redis.exceptions import RedisError
+from sqlalchemy.exc import OperationalError
+
 from lamp_engine.cli import add_config_arguments, config_from_args, flag_type
 from lamp_engine.config import SECTIONS, RunConfig
 from lamp_engine.errors import ConfigError, LampError
@@ -218,5 +221,10 @@ def main(argv: list[str]) -> int:
     try:
         return COMMANDS[name](args)
     except LampError as exc:
-        print(f"lamp {name}: {exc}", file=sys.stderr)
-        return 2
+        message = str(exc)
+    except RedisError as exc:  # Redis went away after the first check
+        message = f"REDIS_URL: lost the connection to Redis ({exc}); check that it runs, then try again"
+    except OperationalError as exc:  # the database went away after the store was opened
+        message = f"DATABASE_URL: the store failed ({str(exc.orig or exc).splitlines()[0]}); check the database"
+    print(f"lamp {name}: {message}", file=sys.stderr)
+    return 2
