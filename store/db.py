@@ -54,7 +54,8 @@ def database_url() -> str:
     return f"sqlite:///{home / 'lamp.db'}"
 
 
-def _redacted(url: str) -> str:
+def redacted_url(url: str) -> str:
+    """The URL with any password hidden, for messages."""
     with contextlib.suppress(ArgumentError, ValueError):
         return make_url(url).render_as_string(hide_password=True)
     return url
@@ -81,10 +82,10 @@ def get_engine(url: str | None = None) -> Engine:
                 Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(url, pool_pre_ping=not is_sqlite)
         except (ArgumentError, ValueError) as exc:
-            raise StoreError(f"DATABASE_URL: {_redacted(url)!r} is not a database URL ({exc}); "
+            raise StoreError(f"DATABASE_URL: {redacted_url(url)!r} is not a database URL ({exc}); "
                              "use e.g. postgresql+psycopg://user@host/db, or unset it for SQLite") from None
         except ImportError as exc:
-            raise StoreError(f"DATABASE_URL: no driver for {_redacted(url)!r} ({exc}); "
+            raise StoreError(f"DATABASE_URL: no driver for {redacted_url(url)!r} ({exc}); "
                              "install it or use postgresql+psycopg://") from None
         if is_sqlite:
             _configure_sqlite(engine)
@@ -146,7 +147,7 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
                          "LAMP Studio: upgrade this installation or point DATABASE_URL elsewhere") from None
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise StoreError(f"DATABASE_URL: cannot open the store at {_redacted(engine.url.render_as_string())} "
+        raise StoreError(f"DATABASE_URL: cannot open the store at {redacted_url(engine.url.render_as_string())} "
                          f"({reason}); check the URL and that the server runs, or unset it for SQLite") from None
 
 

@@ -129,3 +129,12 @@ def test_a_schema_from_a_newer_release_is_one_clear_error(lamp_home):
     dispose()
     with pytest.raises(StoreError, match="schema cannot be upgraded .*newer"):
         upgrade()
+
+
+def test_lamp_migrate_upgrades_and_reports_the_revision(database_url):
+    import os
+
+    done = subprocess.run([sys.executable, "-m", "lamp_cli", "migrate"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=60, env=os.environ)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("is at the newest schema") and _revision(database_url) == HEAD
