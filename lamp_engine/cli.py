@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import MISSING, fields
@@ -60,8 +59,6 @@ def config_values(args: argparse.Namespace) -> dict[str, Any]:
 def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
     """A validated RunConfig: `base` (or the defaults) overridden by the flags given."""
     values = base.flat() if base else {}
-    if "data_dir" not in config_values(args) and not values.get("data_dir") and os.environ.get("LAMP_DATA_DIR"):
-        values["data_dir"] = os.environ["LAMP_DATA_DIR"]
     return RunConfig.from_flat({**values, **config_values(args)})
 
 

@@ -131,7 +131,7 @@ class TrainConfig:
 class DataConfig:
     """Where the task's examples come from and how many are used."""
 
-    data_dir: str | None = _help("folder holding the original task files (e.g. ../shared/data)", default=None)
+    data_dir: str | None = _help("folder holding the original task files (default: $LAMP_DATA_DIR)", default=None)
     k_shot: int | None = _help("few-shot: K training examples (per class where the task has classes)",
                                default=None)
     max_train_examples: int | None = _help("cap on training examples", default=None)

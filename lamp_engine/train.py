@@ -11,6 +11,7 @@ renamed into place), so a failed or invalid run leaves nothing half-written.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -102,6 +103,9 @@ def train(config: RunConfig, output_dir: str | Path, callbacks: Callbacks | None
           resume: bool = False) -> dict:
     """Train one prompt as `config` says and write its run folder; returns the result dict."""
     callbacks, output_dir, t = callbacks or Callbacks(), Path(output_dir), config.train
+    if not config.data.data_dir and os.environ.get("LAMP_DATA_DIR"):  # the machine's own task folder
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data,
+                                                                      data_dir=os.environ["LAMP_DATA_DIR"]))
     task = get_task(config.task)
     seed_everything(t.seed)
     splits = task.load(config.data, t.seed)
