@@ -16,6 +16,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -104,6 +105,14 @@ def redis_url() -> str:
     return f"unix://{ensure_embedded_redis()}"
 
 
+def _redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+
+
 def redis_connection(url: str | None = None) -> Redis:
     """A checked connection: QueueUnavailable with one clear line when Redis cannot be reached."""
     url = url or redis_url()
@@ -111,6 +120,6 @@ def redis_connection(url: str | None = None) -> Redis:
         connection = Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
         connection.ping()
     except (RedisError, ValueError, OSError) as exc:
-        raise QueueUnavailable(f"REDIS_URL: cannot reach Redis at {url} ({exc}); start it, fix REDIS_URL, "
+        raise QueueUnavailable(f"REDIS_URL: cannot reach Redis at {_redacted(url)} ({exc}); start it, fix REDIS_URL, "
                                "or unset REDIS_URL to use the embedded one") from None
     return connection
