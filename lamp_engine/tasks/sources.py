@@ -155,6 +155,9 @@ def read_hub(repo: str, config: str, split: str) -> list[Row]:
     try:
         dataset = datasets.load_dataset(repo, config, split=split)
     except Exception as exc:  # connection, missing config, cache miss in offline mode: all mean "not available"
+        if datasets.config.HF_HUB_OFFLINE:
+            raise HubUnavailable("offline mode is set (HF_HUB_OFFLINE) and the dataset is not in the local "
+                                 "cache") from None
         raise HubUnavailable(f"{type(exc).__name__}: {exc}") from None
     return [Row(row, f"hub {repo}:{config}/{split}, row {index + 1}") for index, row in enumerate(dataset)]
 
