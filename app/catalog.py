@@ -1,7 +1,7 @@
 """What the launch form offers: model aliases with their hidden sizes, the task list and the presets.
 
-Kept free of torch: hidden sizes of the aliases are the engine's own numbers written down here, so the form can
-show the trainable-parameter count before any model is loaded.
+Kept free of torch: the hidden sizes of the aliases come from the engine's config module, so the form can show
+the trainable-parameter count before any model is loaded.
 """
 
 from __future__ import annotations
@@ -12,12 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Hidden size d of each offline model alias (lamp_engine/backbones defines the models themselves).
-MODEL_HIDDEN_SIZES: dict[str, int] = {
-    "smollm2-135m": 576,
-    "minilm-l6": 384,
-    "tiny-t5": 64,
-}
+from lamp_engine.config import ALIAS_HIDDEN_SIZES
+
+MODEL_HIDDEN_SIZES: dict[str, int] = ALIAS_HIDDEN_SIZES
 OTHER_MODEL = "other (hub id or local folder)"
 CUSTOM_TASK = "custom (upload CSV/JSONL)"
 FALLBACK_TASKS = ("sst2", "cb", "rte")

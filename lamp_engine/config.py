@@ -15,6 +15,9 @@ METHODS = ("pt", "lamp", "dpt", "residual", "dept")
 Q_INITS = ("paper", "balanced")
 DEVICES = ("auto", "cpu", "cuda")
 FAMILIES = ("seq2seq", "causal", "encoder")
+# Hidden size d of the offline model aliases (lamp_engine/backbones/offline.py builds them), known without torch
+# so a rank can be checked against min(l, d), and a form can count parameters, before any model is loaded.
+ALIAS_HIDDEN_SIZES = {"smollm2-135m": 576, "minilm-l6": 384, "tiny-t5": 64}
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -58,6 +61,7 @@ class PromptConfig:
         if self.method == "lamp":
             _require(self.length % self.pool == 0, "pool",
                      f"prompt length {self.length} is not divisible by pool size {self.pool}")
+            _require(self.rank <= self.length, "rank", f"rank {self.rank} exceeds the prompt length {self.length}")
 
     def check_hidden_size(self, hidden_size: int) -> None:
         """Checks that need the model's hidden size d (known once the model's config is read)."""

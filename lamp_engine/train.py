@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from lamp_engine.backbones import Backbone, Encoded, load_backbone
+from lamp_engine.backbones.offline import hidden_size_of
 from lamp_engine.config import RunConfig
 from lamp_engine.dispersion import dispersion
 from lamp_engine.errors import TrainingDiverged
@@ -107,6 +108,9 @@ def train(config: RunConfig, output_dir: str | Path, callbacks: Callbacks | None
         config = dataclasses.replace(config, data=dataclasses.replace(config.data,
                                                                       data_dir=os.environ["LAMP_DATA_DIR"]))
     task = get_task(config.task)
+    hidden_size = hidden_size_of(config.model)
+    if hidden_size:
+        config.prompt.check_hidden_size(hidden_size)
     seed_everything(t.seed)
     splits = task.load(config.data, t.seed)
     splits.train = cap(splits.train, config.data.max_train_examples, t.seed)

@@ -25,8 +25,8 @@ def test_invalid_prompt_config_names_the_field(kwargs, field):
 
 
 def test_rank_above_min_length_hidden_is_rejected():
-    with pytest.raises(ConfigError, match="^rank: rank 40 exceeds min"):
-        PromptConfig(method="lamp", length=20, rank=40).check_hidden_size(512)
+    with pytest.raises(ConfigError, match=r"^rank: rank 40 exceeds min\(length 100, hidden size 32\)"):
+        PromptConfig(method="lamp", length=100, rank=40).check_hidden_size(32)
     PromptConfig(method="lamp", length=20, rank=20).check_hidden_size(512)
 
 
@@ -47,3 +47,8 @@ def test_flat_round_trip_and_unknown_field():
 def test_prompt_tokens_after_pooling():
     assert PromptConfig(method="lamp", length=100, pool=4).prompt_tokens == 25
     assert PromptConfig(method="pt", length=100, pool=4).prompt_tokens == 100
+
+
+def test_rank_above_length_is_rejected_without_a_model():
+    with pytest.raises(ConfigError, match="^rank: rank 12 exceeds the prompt length 10"):
+        PromptConfig(method="lamp", length=10, rank=12)

@@ -14,6 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
+from lamp_engine.config import ALIAS_HIDDEN_SIZES
 from lamp_engine.errors import ModelError
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -22,7 +23,7 @@ ALIASES = {
     "minilm-l6": "encoder",
     "tiny-t5": "seq2seq",
 }
-TINY_T5_HIDDEN = 64
+TINY_T5_HIDDEN = ALIAS_HIDDEN_SIZES["tiny-t5"]
 
 
 def cache_dir() -> Path:
@@ -86,3 +87,16 @@ def tiny_t5():
     model = T5ForConditionalGeneration(config)
     torch.random.set_rng_state(state)
     return model, tokenizer
+
+
+def hidden_size_of(name: str) -> int | None:
+    """d of a model from its alias or its config file alone (no weights), or None if it cannot be read yet."""
+    if name in ALIAS_HIDDEN_SIZES:
+        return ALIAS_HIDDEN_SIZES[name]
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError):
+        return None  # loading the model will say what is wrong
+    return getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
