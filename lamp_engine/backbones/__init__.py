@@ -52,9 +52,23 @@ def load_backbone(name: str, train: TrainConfig) -> Backbone:
     folder = {"smollm2-135m": smollm2_folder, "minilm-l6": minilm_folder}.get(name, lambda: name)()
     family = ALIASES.get(name) or detect_family(str(folder))
     model, tokenizer = load_pretrained(str(folder), family, device, train.load_4bit)
+    backbone = FAMILIES[family](model.eval(), tokenizer, device, train)
     if train.compile:
-        model = torch.compile(model, dynamic=True)
-    return FAMILIES[family](model.eval(), tokenizer, device, train)
+        compile_body(backbone)
+    return backbone
+
+
+def compile_body(backbone: Backbone, dynamic: bool | None = True) -> None:
+    """torch.compile, in place, the modules each family actually calls.
+
+    Wrapping the whole model (`torch.compile(model)`) misses them: the causal family calls `model.base_model`
+    and seq2seq scoring calls `model.get_encoder()`, and a compiled wrapper hands both out uncompiled. Compiling
+    in place also keeps the model's attribute names and state-dict keys.
+    """
+    model = backbone.model
+    bodies = {"causal": [model.base_model], "seq2seq": [model.get_encoder(), model.get_decoder()]}
+    for module in bodies.get(backbone.family, [model]):
+        module.compile(dynamic=dynamic)
 
 
 def detect_family(name: str) -> str:
@@ -109,4 +123,4 @@ def first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-__all__ = ["ALIASES", "FAMILIES", "Backbone", "Encoded", "load_backbone", "resolve_device"]
+__all__ = ["ALIASES", "FAMILIES", "Backbone", "Encoded", "compile_body", "load_backbone", "resolve_device"]
