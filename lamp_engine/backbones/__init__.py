@@ -66,8 +66,13 @@ def compile_body(backbone: Backbone, dynamic: bool | None = True) -> None:
     in place also keeps the model's attribute names and state-dict keys.
     """
     model = backbone.model
-    bodies = {"causal": [model.base_model], "seq2seq": [model.get_encoder(), model.get_decoder()]}
-    for module in bodies.get(backbone.family, [model]):
+    if backbone.family == "causal":
+        bodies = [model.base_model]
+    elif backbone.family == "seq2seq":
+        bodies = [model.get_encoder(), model.get_decoder()]
+    else:
+        bodies = [model]
+    for module in bodies:
         module.compile(dynamic=dynamic)
 
 
