@@ -1,0 +1,120 @@
+"""`lamp bench speed|table`: re-measure the speed, memory and accuracy claims; writes JSON and Markdown.
+
+    lamp bench speed [--model smollm2-135m | --random-init --shape llama2-7b] [--device cpu|cuda] [--compile] ...
+    lamp bench table [--plan full|smoke] [--via-queue] ...
+
+Results go to bench/results/ (or --output, a path without extension: NAME.json and NAME.md are written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from lamp_engine.errors import LampError
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad flags end with one line on stderr and exit code 2, not a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def data_dir(given: str | None) -> str | None:
+    found = given or os.environ.get("LAMP_DATA_DIR") or (str(DEFAULT_DATA) if DEFAULT_DATA.is_dir() else None)
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bench.speed import ALL_VARIANTS
+    from bench.table import PLANS
+
+    parser = OneLineParser(prog="lamp bench", description="Speed, memory and accuracy benchmarks.")
+    commands = parser.add_subparsers(dest="bench", required=True, parser_class=OneLineParser)
+    speed = commands.add_parser("speed", help="step time, eval throughput and peak memory against PEFT's PT")
+    speed.add_argument("--model", default="smollm2-135m", help="model alias or folder (default: smollm2-135m)")
+    speed.add_argument("--random-init", action="store_true", help="build a random model of --shape (no download)")
+    speed.add_argument("--shape", help="random-init shape: llama2-7b, t5-3b, tiny-llama, tiny-t5")
+    speed.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    speed.add_argument("--batch-size", type=int, help="default: 8 on cpu, 16 on cuda")
+    speed.add_argument("--source-length", type=int, help="tokens of source text per example (cpu 128, cuda 256)")
+    speed.add_argument("--length", type=int, default=100, help="prompt length l")
+    speed.add_argument("--rank", type=int, default=8, help="rank r")
+    speed.add_argument("--rounds", type=int, default=3, help="measured rounds")
+    speed.add_argument("--warmup-rounds", type=int, default=1, help="rounds run first and not reported")
+    speed.add_argument("--steps", type=int, default=2, help="training steps per variant per round")
+    speed.add_argument("--eval-repeats", type=int, default=1, help="evaluation passes per variant per round")
+    speed.add_argument("--variants", default=",".join(ALL_VARIANTS), help="comma-separated subset")
+    speed.add_argument("--compile", action="store_true", help="also measure floor, pt, lamp_p4 under torch.compile")
+    speed.add_argument("--task", default="sst2", help="task whose text fills the sources (real models)")
+    speed.add_argument("--data-dir", help="task data folder (default: ../shared/data or LAMP_DATA_DIR)")
+    speed.add_argument("--output", help="output path without extension (default: bench/results/speed-<setting>)")
+    table = commands.add_parser("table", help="accuracy: methods x tasks x seeds, and the ablations")
+    table.add_argument("--plan", default="full", choices=sorted(PLANS), help="which grid of runs (default: full)")
+    table.add_argument("--parts", help="comma-separated subset of the plan's parts (e.g. main,pool)")
+    table.add_argument("--data-dir", help="task data folder (default: ../shared/data or LAMP_DATA_DIR)")
+    table.add_argument("--work-dir", default="runs/bench-table", help="where run folders go (reused on rerun)")
+    table.add_argument("--via-queue", action="store_true", help="submit the runs to the worker queue instead")
+    table.add_argument("--output", help="output path without extension (default: bench/results/table-<plan>)")
+    return parser
+
+
+def run_speed_command(args: argparse.Namespace) -> int:
+    from bench.speed import SpeedSettings, markdown, run_speed
+    from lamp_engine.errors import ConfigError
+
+    if args.random_init != bool(args.shape):
+        raise ConfigError("shape: --random-init and --shape go together (e.g. --random-init --shape llama2-7b)")
+    gpu = args.device == "cuda"
+    settings = SpeedSettings(
+        model=args.model, shape=args.shape, device=args.device,
+        batch_size=args.batch_size or (16 if gpu else 8), source_length=args.source_length or (256 if gpu else 128),
+        length=args.length, rank=args.rank, rounds=args.rounds, warmup_rounds=args.warmup_rounds,
+        steps=args.steps, eval_repeats=args.eval_repeats,
+        variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()), compile=args.compile,
+        task=args.task, data_dir=data_dir(args.data_dir))
+    report = run_speed(settings, log=lambda line: print(line, file=sys.stderr))
+    name = f"speed-{args.shape or args.model}-{args.device}" + ("-compile" if args.compile else "")
+    write(report, markdown(report), Path(args.output) if args.output else RESULTS / name)
+    return 0
+
+
+def run_table_command(args: argparse.Namespace) -> int:
+    from bench.table import markdown, plan_runs, run_table
+
+    parts = [p.strip() for p in args.parts.split(",")] if args.parts else None
+    runs = plan_runs(args.plan, data_dir(args.data_dir), parts)
+    output = Path(args.output) if args.output else RESULTS / f"table-{args.plan}"
+
+    def save_partial(report: dict) -> None:  # an interrupted table still leaves its finished runs
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.with_suffix(".json").write_text(json.dumps({**report, "plan": args.plan}, indent=2))
+
+    report = run_table(runs, Path(args.work_dir), via_queue=args.via_queue,
+                       log=lambda line: print(line, file=sys.stderr), save=save_partial)
+    write({**report, "plan": args.plan}, markdown(report), output)
+    return 0
+
+
+def write(report: dict, table: str, output: Path) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    output.with_suffix(".md").write_text(table)
+    print(table)
+    print(f"wrote {output.with_suffix('.json')} and {output.with_suffix('.md')}", file=sys.stderr)
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv[1:])
+    try:
+        return run_speed_command(args) if args.bench == "speed" else run_table_command(args)
+    except LampError as exc:
+        print(f"lamp bench: error: {exc}", file=sys.stderr)
+        return 2

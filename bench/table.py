@@ -1,0 +1,213 @@
+"""Accuracy tables through the engine's train(): methods x tasks x seeds (the paper's Table 1 layout), and the
+ablations that settle LAMP's defaults (q_init x pool size p, rank r, prompt length l, learning rate).
+
+Every run is an ordinary run folder under --work-dir, named by its configuration; a rerun reuses finished
+folders, so an interrupted table continues where it stopped. `--via-queue` stores and queues the runs for the
+workers instead (worker.queue.submit_run), so the dashboard shows them as they finish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lamp_engine.config import RunConfig
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long each run of a model trains and how much it is evaluated (stated in the table)."""
+
+    steps: int
+    max_eval_examples: int
+    batch_size: int = 8
+    max_source_length: int = 128
+
+
+@dataclass(frozen=True)
+class TableRun:
+    part: str  # which table it belongs to
+    row: str  # e.g. the method, or "p=2"
+    column: str  # e.g. "minilm-l6 / rte"
+    seed: int
+    config: RunConfig
+
+    @property
+    def key(self) -> str:
+        digest = hashlib.sha1(json.dumps(self.config.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.config.model}-{self.config.task}-{self.config.prompt.method}-s{self.seed}-{digest}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    budgets: dict[str, Budget]  # per model
+    main: tuple[tuple[str, str], ...]  # (model, task) columns of the main table
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    ablation: tuple[str, str]  # (model, task) of the q_init/pool, rank and length ablations
+    lr_check: tuple[tuple[str, str, tuple[float, ...]], ...]  # (model, task, learning rates) per family
+
+
+PLANS: dict[str, Plan] = {
+    "full": Plan(
+        budgets={"minilm-l6": Budget(steps=50, max_eval_examples=100),
+                 "smollm2-135m": Budget(steps=20, max_eval_examples=32)},
+        main=(("minilm-l6", "sst2"), ("minilm-l6", "cb"), ("minilm-l6", "rte"), ("minilm-l6", "boolq"),
+              ("smollm2-135m", "sst2"), ("smollm2-135m", "cb"), ("smollm2-135m", "rte")),
+        methods=("pt", "lamp"), seeds=(1, 2, 3), ablation=("minilm-l6", "sst2"),
+        lr_check=(("minilm-l6", "sst2", (0.003, 0.01, 0.03, 0.3)), ("smollm2-135m", "sst2", (0.01, 0.3)))),
+    "smoke": Plan(  # for tests: the tiny random T5, seconds per run; its accuracy means nothing
+        budgets={"tiny-t5": Budget(steps=2, max_eval_examples=4, batch_size=2, max_source_length=32)},
+        main=(("tiny-t5", "sst2"),), methods=("pt", "lamp"), seeds=(1, 2),
+        ablation=("tiny-t5", "sst2"), lr_check=(("tiny-t5", "sst2", (0.3,)),)),
+}
+PARTS = ("main", "q_init_pool", "lr", "rank", "length")
+
+
+def make_config(model: str, task: str, seed: int, budget: Budget, data_dir: str | None, **prompt) -> RunConfig:
+    values = {"model": model, "task": task, "seed": seed, "data_dir": data_dir, "steps": budget.steps,
+              "batch_size": budget.batch_size, "max_eval_examples": budget.max_eval_examples,
+              "max_source_length": budget.max_source_length, "eval_batch_size": 32, "eval_every": 0,
+              "device": "cpu", **prompt}
+    return RunConfig.from_flat(values)
+
+
+def plan_runs(name: str, data_dir: str | None, parts: list[str] | None = None) -> list[TableRun]:
+    """Every run of the plan's parts, in the order they are trained (cheap ablations before the long table)."""
+    from lamp_engine.errors import ConfigError
+
+    plan = PLANS[name]
+    parts = parts or list(PARTS)
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise ConfigError(f"parts: unknown {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+    runs: list[tuple[int, TableRun]] = []  # (priority, run): what settles a question first
+    model, task = plan.ablation
+    column = f"{model} / {task}"
+
+    def add(priority: int, part: str, row: str, col: str, model_: str, task_: str, **prompt) -> None:
+        for seed in plan.seeds if part != "lr" else plan.seeds[:1]:
+            config = make_config(model_, task_, seed, plan.budgets[model_], data_dir, **prompt)
+            runs.append((priority, TableRun(part, row, col, seed, config)))
+
+    if "q_init_pool" in parts:
+        for pool in (1, 4, 2):
+            for q_init in ("balanced", "paper"):
+                add(0 if pool != 2 else 2, "q_init_pool", f"q_init={q_init}, p={pool}", column, model, task,
+                    method="lamp", q_init=q_init, pool=pool)
+    if "main" in parts:
+        for model_, task_ in plan.main:
+            for method in plan.methods:
+                add(1, "main", method, f"{model_} / {task_}", model_, task_, method=method)
+    if "lr" in parts:
+        for model_, task_, lrs in plan.lr_check:
+            for lr in lrs:
+                add(3, "lr", f"lr={lr}", f"{model_} / {task_}", model_, task_, method="lamp", lr=lr)
+    if "rank" in parts:
+        for rank in (4, 8, 16):
+            add(4, "rank", f"r={rank}", column, model, task, method="lamp", rank=rank)
+    if "length" in parts:
+        for length in (20, 100, 200):
+            add(5, "length", f"l={length}", column, model, task, method="lamp", length=length)
+    order = list(plan.budgets)  # cheaper models first, then by priority: an interrupted table is still useful
+    return [run for _, run in sorted(runs, key=lambda pr: (order.index(pr[1].config.model), pr[0]))]
+
+
+def record(run: TableRun, result: dict) -> dict:
+    return {"part": run.part, "row": run.row, "column": run.column, "seed": run.seed, "key": run.key,
+            "main_metric": result["main_metric"], "value": result["metrics"][result["main_metric"]],
+            "metrics": result["metrics"], "train_seconds": result["train_seconds"],
+            "step_seconds_median": result["step_seconds_median"], "trainable_params": result["trainable_params"],
+            "prompt_tokens": result["prompt_tokens"], "lr": result["config"]["train"]["lr"]}
+
+
+def train_in_process(runs: list[TableRun], work_dir: Path, log: Callable[[str], None],
+                     save: Callable[[list[dict]], None]) -> list[dict]:
+    """Train each run not already finished in work_dir; saves the records after every run."""
+    from lamp_engine.train import train
+
+    records = []
+    for i, run in enumerate(runs, 1):
+        folder = work_dir / run.key
+        saved = folder / "result.json"
+        started = time.perf_counter()
+        result = json.loads(saved.read_text()) if saved.is_file() else train(run.config, folder)
+        records.append(record(run, result))
+        save(records)
+        log(f"[{i}/{len(runs)}] {run.part}: {run.row} on {run.column}, seed {run.seed}: "
+            f"{result['main_metric']} {records[-1]['value']:.1f} ({time.perf_counter() - started:.0f} s)")
+    return records
+
+
+def submit_to_queue(runs: list[TableRun], log: Callable[[str], None]) -> list[dict]:
+    """Store and queue every run for the workers; the dashboard shows them as they finish."""
+    from worker.queue import submit_run
+
+    records = []
+    for run in runs:
+        run_id = submit_run(run.config)
+        records.append({"part": run.part, "row": run.row, "column": run.column, "seed": run.seed,
+                        "key": run.key, "run_id": run_id})
+        log(f"queued run {run_id}: {run.part}: {run.row} on {run.column}, seed {run.seed}")
+    return records
+
+
+def run_table(runs: list[TableRun], work_dir: Path, via_queue: bool = False,
+              log: Callable[[str], None] = print, save: Callable[[dict], None] | None = None) -> dict:
+    """Train (or queue) the runs and aggregate them into mean and standard deviation per cell."""
+    started = time.perf_counter()
+    budgets = {r.config.model: {"steps": r.config.train.steps, "batch_size": r.config.train.batch_size,
+                                "max_eval_examples": r.config.train.max_eval_examples,
+                                "max_source_length": r.config.train.max_source_length} for r in runs}
+
+    def report(records: list[dict]) -> dict:
+        return {"budgets": budgets, "runs": records, "cells": aggregate(records),
+                "wall_seconds": time.perf_counter() - started, "via_queue": via_queue}
+
+    if via_queue:
+        return report(submit_to_queue(runs, log))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    records = train_in_process(runs, work_dir, log, lambda recs: save(report(recs)) if save else None)
+    return report(records)
+
+
+def aggregate(records: list[dict]) -> list[dict]:
+    """Mean and sample standard deviation of the main metric per (part, row, column)."""
+    cells: dict[tuple[str, str, str], list[float]] = {}
+    for r in records:
+        if "value" in r:
+            cells.setdefault((r["part"], r["row"], r["column"]), []).append(r["value"])
+    return [{"part": p, "row": row, "column": col, "mean": statistics.mean(v),
+             "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
+            for (p, row, col), v in cells.items()]
+
+
+def markdown(report: dict) -> str:
+    """One Markdown table per part: rows x columns, mean ± std over seeds."""
+    if report["via_queue"]:
+        ids = ", ".join(str(r["run_id"]) for r in report["runs"])
+        return f"queued {len(report['runs'])} runs (ids {ids}); the dashboard's Compare view tabulates them\n"
+    budgets = "; ".join(f"{m}: {b['steps']} steps x batch {b['batch_size']}, source <= {b['max_source_length']} "
+                        f"tokens, <= {b['max_eval_examples']} eval examples" for m, b in report["budgets"].items())
+    out = [f"Budgets: {budgets}. Wall time {report['wall_seconds'] / 60:.1f} min.", ""]
+    for part in PARTS:
+        cells = [c for c in report["cells"] if c["part"] == part]
+        if not cells:
+            continue
+        rows = list(dict.fromkeys(c["row"] for c in cells))
+        columns = list(dict.fromkeys(c["column"] for c in cells))
+        value = {(c["row"], c["column"]): c for c in cells}
+        out += [f"**{part}** (main metric, mean ± std over seeds)", "",
+                "| | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+        for row in rows:
+            entries = [(f"{value[row, col]['mean']:.1f} ± {value[row, col]['std']:.1f}"
+                        + (f" (n={value[row, col]['n']})" if value[row, col]["n"] == 1 else ""))
+                       if (row, col) in value else "-" for col in columns]
+            out.append(f"| {row} | " + " | ".join(entries) + " |")
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,112 @@
+"""Each benchmark runs end to end on a tiny model for a step or two, so the scripts cannot rot.
+
+The numbers mean nothing at this size; the tests check that every variant and every cell is measured and that
+bad input ends in one line with exit code 2.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.speed import ALL_VARIANTS, COMPILED
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+NUMBERS = ("step_seconds_median", "eval_examples_per_second", "peak_memory_mb")
+
+
+def speed(tmp_path: Path, *flags: str) -> dict:
+    out = tmp_path / "speed"
+    assert main(["bench", "speed", "--random-init", "--rounds", "1", "--warmup-rounds", "0", "--steps", "1",
+                 "--batch-size", "2", "--source-length", "8", "--length", "4", "--rank", "2",
+                 "--output", str(out), *flags]) == 0
+    assert out.with_suffix(".md").read_text().count("\n| ") >= 2
+    return json.loads(out.with_suffix(".json").read_text())
+
+
+def test_speed_measures_every_variant_on_a_tiny_llama(tmp_path):
+    report = speed(tmp_path, "--shape", "tiny-llama")
+    variants = report["variants"]
+    assert set(variants) == set(ALL_VARIANTS)
+    for name, numbers in variants.items():
+        assert all(numbers[key] > 0 for key in NUMBERS), name
+        assert numbers["step_memory_mb"] >= 0
+    assert variants["peft_pt"]["step_vs_peft_pt"] == 1.0
+    assert variants["pt"]["trainable_params"] == variants["peft_pt"]["trainable_params"] == 4 * 64
+    assert variants["lamp_p1"]["trainable_params"] == 4 * 2 + 2 + 2 * 64
+    assert [variants[f"lamp_p{p}"]["prompt_tokens"] for p in (1, 2, 4)] == [4, 2, 1]
+    assert (variants["floor"]["prompt_tokens"], variants["floor"]["trainable_params"]) == (0, 1)
+    assert report["machine"]["cpus"] >= 1
+
+
+def test_speed_runs_the_seq2seq_shape(tmp_path):
+    report = speed(tmp_path, "--shape", "tiny-t5", "--variants", "lamp_p4,peft_pt")
+    assert set(report["variants"]) == {"lamp_p4", "peft_pt"}
+    assert report["variants"]["peft_pt"]["trainable_params"] == 4 * 64  # the encoder's prompt only, as ours
+    assert all(v[key] > 0 for v in report["variants"].values() for key in NUMBERS)
+
+
+def test_speed_compiles_the_frozen_body(tmp_path):
+    report = speed(tmp_path, "--shape", "tiny-llama", "--variants", "pt", "--compile")
+    assert set(report["variants"]) == {"pt", "pt+compile"} and "pt" in COMPILED
+    assert all(report["variants"]["pt+compile"][key] > 0 for key in NUMBERS)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--device", "cuda"], "no CUDA GPU"),
+    (["--shape", "t5-3b"], "--random-init and --shape go together"),
+    (["--random-init", "--shape", "gpt5"], "shape: unknown 'gpt5'"),
+    (["--variants", "pt,lora"], "variants: unknown lora"),
+    (["--length", "6"], "length: 6 is not divisible by LAMP's pool size 4"),
+])
+def test_speed_bad_input_is_one_line(flags, message, capsys):
+    import torch
+
+    if flags == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    assert main(["bench", "speed", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_table_trains_every_cell_and_reuses_finished_runs(tmp_path):
+    out, work = tmp_path / "table", tmp_path / "runs"
+    args = ["bench", "table", "--plan", "smoke", "--parts", "main", "--data-dir", str(DATA),
+            "--work-dir", str(work), "--output", str(out)]
+    assert main(args) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert len(report["runs"]) == 4 and len(list(work.iterdir())) == 4  # 2 methods x 1 task x 2 seeds
+    cells = {(c["row"], c["column"]): c for c in report["cells"]}
+    assert set(cells) == {("pt", "tiny-t5 / sst2"), ("lamp", "tiny-t5 / sst2")}
+    for cell in cells.values():
+        values = [r["value"] for r in report["runs"] if r["row"] == cell["row"]]
+        assert cell["n"] == 2 and cell["mean"] == pytest.approx(sum(values) / 2)
+    assert "| pt |" in out.with_suffix(".md").read_text()
+    stamps = {p.name: (p / "result.json").stat().st_mtime for p in work.iterdir()}
+    assert main(args) == 0  # a rerun trains nothing again
+    assert {p.name: (p / "result.json").stat().st_mtime for p in work.iterdir()} == stamps
+
+
+def test_table_rejects_an_unknown_part(capsys):
+    assert main(["bench", "table", "--parts", "main,speed"]) == 2
+    assert "parts: unknown speed" in capsys.readouterr().err
+
+
+def test_table_via_queue_stores_and_queues_every_run(lamp_home, redis_url, tmp_path):
+    from bench.table import plan_runs
+    from lamp_engine.config import RunConfig
+    from store.db import session_scope
+    from store.queries import list_runs
+    from worker.queue import get_queue
+
+    out = tmp_path / "queued"
+    assert main(["bench", "table", "--plan", "smoke", "--parts", "main", "--data-dir", str(DATA),
+                 "--via-queue", "--output", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    with session_scope() as session:
+        stored = {run.id: (run.status, RunConfig.from_dict(run.config)) for run in list_runs(session)}
+    planned = [run.config for run in plan_runs("smoke", str(DATA), ["main"])]
+    assert sorted(r["run_id"] for r in report["runs"]) == sorted(stored)
+    assert [stored[r["run_id"]] for r in report["runs"]] == [("queued", config) for config in planned]
+    assert len(get_queue().job_ids) == len(planned) == 4
