@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     table = commands.add_parser("table", help="accuracy: methods x tasks x seeds, and the ablations")
     table.add_argument("--plan", default="full", choices=sorted(PLANS), help="which grid of runs (default: full)")
     table.add_argument("--parts", help="comma-separated subset of the plan's parts (e.g. main,pool)")
+    table.add_argument("--models", help="comma-separated subset of the plan's models (e.g. minilm-l6)")
     table.add_argument("--data-dir", help="task data folder (default: ../shared/data or LAMP_DATA_DIR)")
     table.add_argument("--work-dir", default="runs/bench-table", help="where run folders go (reused on rerun)")
     table.add_argument("--via-queue", action="store_true", help="submit the runs to the worker queue instead")
@@ -90,7 +91,8 @@ def run_table_command(args: argparse.Namespace) -> int:
     from bench.table import markdown, plan_runs, run_table
 
     parts = [p.strip() for p in args.parts.split(",")] if args.parts else None
-    runs = plan_runs(args.plan, data_dir(args.data_dir), parts)
+    models = [m.strip() for m in args.models.split(",")] if args.models else None
+    runs = plan_runs(args.plan, data_dir(args.data_dir), parts, models)
     output = Path(args.output) if args.output else RESULTS / f"table-{args.plan}"
 
     def save_partial(report: dict) -> None:  # an interrupted table still leaves its finished runs

@@ -77,7 +77,8 @@ def make_config(model: str, task: str, seed: int, budget: Budget, data_dir: str 
     return RunConfig.from_flat(values)
 
 
-def plan_runs(name: str, data_dir: str | None, parts: list[str] | None = None) -> list[TableRun]:
+def plan_runs(name: str, data_dir: str | None, parts: list[str] | None = None,
+              models: list[str] | None = None) -> list[TableRun]:
     """Every run of the plan's parts, in the order they are trained (cheap ablations before the long table)."""
     from lamp_engine.errors import ConfigError
 
@@ -115,7 +116,8 @@ def plan_runs(name: str, data_dir: str | None, parts: list[str] | None = None) -
         for length in (20, 100, 200):
             add(5, "length", f"l={length}", column, model, task, method="lamp", length=length)
     order = list(plan.budgets)  # cheaper models first, then by priority: an interrupted table is still useful
-    return [run for _, run in sorted(runs, key=lambda pr: (order.index(pr[1].config.model), pr[0]))]
+    ordered = [run for _, run in sorted(runs, key=lambda pr: (order.index(pr[1].config.model), pr[0]))]
+    return [run for run in ordered if models is None or run.config.model in models]
 
 
 def record(run: TableRun, result: dict) -> dict:
