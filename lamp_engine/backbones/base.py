@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lamp_engine.config import TrainConfig
-from lamp_engine.prompts import SoftPrompt, ordinary_token_ids
+from lamp_engine.prompts import SoftPrompt, ordinary_token_ids, sample_vocabulary_rows
 from lamp_engine.tasks import Example
 
 
@@ -38,6 +38,15 @@ def pad_mask(rows: list[list[int]]) -> torch.Tensor:
     return pad([[1] * len(row) for row in rows], 0)
 
 
+def per_example(scores: list[float], batch: list[Encoded]) -> list[list[float]]:
+    """Splits a flat list of (example, choice) scores back into one list per example."""
+    out, start = [], 0
+    for example in batch:
+        out.append(scores[start:start + len(example.choices)])
+        start += len(example.choices)
+    return out
+
+
 class Backbone:
     """A frozen pretrained model of one family, able to train and score a soft prompt."""
 
@@ -60,8 +69,6 @@ class Backbone:
 
     def vocabulary_rows(self, rows: int, generator: torch.Generator) -> torch.Tensor:
         """`rows` input embeddings of tokens drawn from the 5,000 most frequent ordinary ones."""
-        from lamp_engine.prompts import sample_vocabulary_rows
-
         embeddings = self.model.get_input_embeddings().weight
         return sample_vocabulary_rows(embeddings, ordinary_token_ids(self.tokenizer), rows, generator)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lamp_engine.backbones.base import Backbone, Encoded, pad, pad_mask
+from lamp_engine.backbones.base import Backbone, Encoded, pad, pad_mask, per_example
 from lamp_engine.prompts import SoftPrompt
 from lamp_engine.tasks import Example
 
@@ -55,11 +55,7 @@ class CausalBackbone(Backbone):
         sources = [e.source for e in batch for _ in e.choices]
         targets = [c for e in batch for c in e.choices]
         scores = [float(lp.sum()) for lp in self.target_log_probs(prompt, sources, targets)]
-        out, start = [], 0
-        for e in batch:
-            out.append(scores[start:start + len(e.choices)])
-            start += len(e.choices)
-        return out
+        return per_example(scores, batch)
 
     def next_token_scores(self, prompt: SoftPrompt, batch: list[Encoded]) -> list[list[float]]:
         """Single-token answers share one pass: every choice's log-probability after the source's last token."""

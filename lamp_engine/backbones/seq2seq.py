@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lamp_engine.backbones.base import Backbone, Encoded, pad, pad_mask
+from lamp_engine.backbones.base import Backbone, Encoded, pad, pad_mask, per_example
 from lamp_engine.prompts import SoftPrompt
 
 
@@ -28,11 +28,7 @@ class Seq2SeqBackbone(Backbone):
         logits = self.model(encoder_outputs=(encoded[owner],), attention_mask=mask[owner], labels=labels,
                             use_cache=False).logits
         scores = sequence_log_likelihood(logits, labels).tolist()
-        out, start = [], 0
-        for e in batch:
-            out.append(scores[start:start + len(e.choices)])
-            start += len(e.choices)
-        return out
+        return per_example(scores, batch)
 
 
 def sequence_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
