@@ -18,7 +18,7 @@ import redis
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 POSTGRES_URL = os.environ.get("LAMP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+DATA_DIR = (REPO_ROOT.parent / "shared" / "data").resolve()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from bench.cli import main
 from bench.speed import ALL_VARIANTS, COMPILED
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = (Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
 NUMBERS = ("step_seconds_median", "eval_examples_per_second", "peak_memory_mb")
 
 

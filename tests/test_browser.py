@@ -25,7 +25,7 @@ from store.models import Run
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = (ROOT.parent / "shared" / "data").resolve()
 ARTIFACTS = ROOT / "tests" / "artifacts"
 REDIS_DB = 13  # dedicated to this test; flushed before and after
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"

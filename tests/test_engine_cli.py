@@ -12,7 +12,7 @@ import torch
 from lamp_engine.dispersion import dispersion, dispersion_figures
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = (ROOT.parent / "shared" / "data").resolve()
 LAMP = [sys.executable, "-c", "import sys, lamp_cli; sys.exit(lamp_cli.main())"]
 
 

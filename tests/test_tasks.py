@@ -12,7 +12,7 @@ from lamp_engine.tasks import TASKS, Example, get_task
 from lamp_engine.tasks.sources import Row, read_jsonl, read_labelled_lines
 from lamp_engine.tasks.splitting import hold_out
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = (Path(__file__).resolve().parents[1].parent / "shared" / "data").resolve()
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"benchmark data folder {DATA} not present")
 
 LOCAL_TASKS = ("cb", "wsc", "copa", "rte", "wic", "boolq", "multirc", "record", "sst2")

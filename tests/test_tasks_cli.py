@@ -9,7 +9,7 @@ from lamp_engine.tasks import TASKS
 from lamp_engine.tasks.cli import default_data_dir, main
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = (ROOT.parent / "shared" / "data").resolve()
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"benchmark data folder {DATA} not present")
 
 

@@ -11,7 +11,7 @@ from lamp_engine.config import RunConfig
 from lamp_engine.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = (ROOT.parent / "shared" / "data").resolve()
 LAMP = ROOT / ".venv" / "bin" / "lamp"
 TINY = ["--model", "tiny-t5", "--steps", "2", "--batch-size", "2", "--length", "4", "--rank", "2",
         "--max-eval-examples", "4", "--quiet"]

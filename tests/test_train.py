@@ -14,7 +14,7 @@ from lamp_engine.export import load_prompt
 from lamp_engine.prompts import build_prompt
 from lamp_engine.train import Callbacks, train
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = (Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
 RESULT_KEYS = {"method", "model", "task", "config", "trainable_params", "prompt_params", "head_params",
                "total_params", "prompt_tokens", "hidden_size", "train_seconds", "step_seconds_median",
                "peak_memory_mb", "eval_examples_per_second", "metrics", "best_metrics", "history", "split_policy"}

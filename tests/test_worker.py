@@ -23,7 +23,7 @@ from worker.connection import redis_connection
 from worker.jobs import run_training
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+DATA_DIR = (REPO_ROOT.parent / "shared" / "data").resolve()
 TINY = {"model": "tiny-t5", "task": "sst2", "steps": 2, "batch_size": 2, "length": 4, "rank": 2,
         "max_eval_examples": 4, "data_dir": str(DATA_DIR)}
 

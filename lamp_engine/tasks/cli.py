@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+import datasets
+
 from lamp_engine.config import DataConfig
 from lamp_engine.errors import LampError
 from lamp_engine.tasks import CUSTOM_TASK, TASKS, get_task
@@ -60,6 +62,8 @@ def task_table(data_dir: str | None) -> list[str]:
 def show_tables(data_dir: str | None) -> None:
     where = f"data folder {Path(data_dir).resolve()}" if data_dir else "no data folder (pass --data-dir)"
     reason = hub_unreachable_reason()
+    if datasets.config.HF_HUB_OFFLINE:
+        reason = "offline mode is set (HF_HUB_OFFLINE): only datasets already in the local cache"
     print(f"Sources: {where}; hub {'reachable' if reason is None else 'not usable: ' + reason}\n")
     print("\n".join(task_table(data_dir)))
 
