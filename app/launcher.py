@@ -52,29 +52,14 @@ def check_port(host: str, port: int) -> None:
                             "--port N") from None
 
 
-def embedded_redis_running() -> bool:
-    from redis import Redis
-    from redis.exceptions import RedisError
-
-    from worker.connection import embedded_socket
-
-    socket_path = embedded_socket()
-    if not socket_path.exists():
-        return False
-    try:
-        return bool(Redis(unix_socket_path=str(socket_path), socket_timeout=2).ping())
-    except RedisError:
-        return False
-
-
 def prepare_services() -> tuple[str, bool]:
     """Upgrade the store and reach Redis (starting the embedded one if REDIS_URL is unset).
     Returns the Redis URL the children must use and whether this call started the embedded server."""
     from store.db import ensure_schema
-    from worker.connection import redis_connection, redis_url
+    from worker.connection import embedded_running, redis_connection, redis_url
 
     ensure_schema()
-    started_redis = not os.environ.get("REDIS_URL") and not embedded_redis_running()
+    started_redis = not os.environ.get("REDIS_URL") and not embedded_running()
     url = redis_url()
     redis_connection(url)
     return url, started_redis

@@ -45,6 +45,11 @@ def embedded_socket() -> Path:
     return Path("/tmp") / f"lamp-redis-{digest}.sock"
 
 
+def embedded_running() -> bool:
+    """Whether the embedded Redis under LAMP_HOME is up (started by an earlier process)."""
+    return _responds(embedded_socket())
+
+
 def _responds(socket: Path) -> bool:
     if not socket.exists():
         return False
