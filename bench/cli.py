@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--random-init", action="store_true", help="build a random model of --shape (no download)")
     speed.add_argument("--shape", help="random-init shape: llama2-7b, t5-3b, tiny-llama, tiny-t5")
     speed.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    speed.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+                       help="frozen models' weights (default auto: bf16 on cuda, fp32 on cpu)")
     speed.add_argument("--batch-size", type=int, help="default: 8 on cpu, 16 on cuda")
     speed.add_argument("--source-length", type=int, help="tokens of source text per example (cpu 128, cuda 256)")
     speed.add_argument("--length", type=int, default=100, help="prompt length l")
@@ -75,14 +77,15 @@ def run_speed_command(args: argparse.Namespace) -> int:
         raise ConfigError("shape: --random-init and --shape go together (e.g. --random-init --shape llama2-7b)")
     gpu = args.device == "cuda"
     settings = SpeedSettings(
-        model=args.model, shape=args.shape, device=args.device,
+        model=args.model, shape=args.shape, device=args.device, dtype=args.dtype,
         batch_size=args.batch_size or (16 if gpu else 8), source_length=args.source_length or (256 if gpu else 128),
         length=args.length, rank=args.rank, rounds=args.rounds, warmup_rounds=args.warmup_rounds,
         steps=args.steps, eval_repeats=args.eval_repeats,
         variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()), compile=args.compile,
         task=args.task, data_dir=data_dir(args.data_dir))
     report = run_speed(settings, log=lambda line: print(line, file=sys.stderr))
-    name = f"speed-{args.shape or args.model}-{args.device}" + ("-compile" if args.compile else "")
+    name = (f"speed-{args.shape or args.model}-{args.device}" + (f"-{args.dtype}" if args.dtype != "auto" else "")
+            + ("-compile" if args.compile else ""))
     write(report, markdown(report), Path(args.output) if args.output else RESULTS / name)
     return 0
 

@@ -38,8 +38,16 @@ from types import SimpleNamespace
 import torch
 
 from bench.shapes import SHAPES, random_model
-from lamp_engine.backbones import FAMILIES, Backbone, Encoded, compile_body, load_backbone, resolve_device
-from lamp_engine.config import DataConfig, PromptConfig, TrainConfig
+from lamp_engine.backbones import (
+    FAMILIES,
+    Backbone,
+    Encoded,
+    compile_body,
+    load_backbone,
+    resolve_device,
+    resolve_dtype,
+)
+from lamp_engine.config import DTYPES, DataConfig, PromptConfig, TrainConfig
 from lamp_engine.errors import ConfigError
 from lamp_engine.measure import peak_memory_mb, reset_peak_memory
 from lamp_engine.prompts import SoftPrompt, build_prompt, sample_vocabulary_rows
@@ -56,6 +64,7 @@ class SpeedSettings:
     model: str = "smollm2-135m"
     shape: str | None = None  # random-init shape name (SHAPES), instead of `model`
     device: str = "cpu"
+    dtype: str = "auto"  # the frozen models' weights, as `lamp train --dtype`: auto is bf16 on CUDA, fp32 on CPU
     batch_size: int = 8
     source_length: int = 128
     length: int = 100
@@ -79,6 +88,8 @@ class SpeedSettings:
         unknown = [v for v in self.variants if v not in ALL_VARIANTS]
         if unknown:
             raise ConfigError(f"variants: unknown {', '.join(unknown)}; choose from {', '.join(ALL_VARIANTS)}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype: must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.shape is not None and self.shape not in SHAPES:
             raise ConfigError(f"shape: unknown {self.shape!r}; choose one of {', '.join(SHAPES)}")
         for pool in (int(v.split("_p")[1]) for v in self.variants if v.startswith("lamp_p")):
@@ -272,7 +283,7 @@ def compiled_backbone(settings: SpeedSettings, device: torch.device) -> Backbone
     train = train_config(settings, device, compile=True)
     if not settings.shape:
         return load_backbone(settings.model, train)
-    model = random_model(settings.shape, device, model_dtype(device), settings.seed)
+    model = random_model(settings.shape, device, resolve_dtype(settings.dtype, device), settings.seed)
     backbone = FAMILIES[SHAPES[settings.shape].family](model, SimpleNamespace(pad_token_id=0), device, train)
     compile_body(backbone)
     return backbone
@@ -286,18 +297,14 @@ def prompt_config(name: str, settings: SpeedSettings) -> PromptConfig:
 
 # --- the bench -------------------------------------------------------------------------------------------------
 
-def model_dtype(device: torch.device) -> torch.dtype:
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
-
-
 def train_config(settings: SpeedSettings, device: torch.device, compile: bool = False) -> TrainConfig:
-    return TrainConfig(max_source_length=settings.source_length, device=device.type,
+    return TrainConfig(max_source_length=settings.source_length, device=device.type, dtype=settings.dtype,
                        batch_size=settings.batch_size, compile=compile)
 
 
 def load_models(settings: SpeedSettings, device: torch.device) -> tuple[Backbone, torch.nn.Module, list[Encoded]]:
     """Our backbone, a second model instance for PEFT, and the fixed batch."""
-    dtype, train = model_dtype(device), train_config(settings, device)
+    dtype, train = resolve_dtype(settings.dtype, device), train_config(settings, device)
     if settings.shape:
         family = SHAPES[settings.shape].family
         model = random_model(settings.shape, device, dtype, settings.seed)
@@ -408,7 +415,8 @@ def markdown(report: dict) -> str:
     s, m = report["settings"], report["machine"]
     where = m["gpu"] or f"{m['cpus']} x {m['cpu_model']}"
     model = f"random-init {s['shape']}" if s["shape"] else s["model"]
-    lines = [f"{model}, batch {s['batch_size']}, source length {s['source_length']}, l = {s['length']}, "
+    dtype = str(resolve_dtype(s.get("dtype", "auto"), torch.device(s["device"]))).removeprefix("torch.")
+    lines = [f"{model} ({dtype}), batch {s['batch_size']}, source length {s['source_length']}, l = {s['length']}, "
              f"r = {s['rank']}, {s['rounds']} rounds x {s['steps']} steps (+{s['warmup_rounds']} warm-up), "
              f"on {where}, load {m['load_average_start']:.2f} -> {m['load_average_end']:.2f}", "",
              "| variant | prompt tokens | trainable params | step s (median) | step vs peft_pt | step vs pt | "

@@ -14,6 +14,7 @@ from lamp_engine.errors import ConfigError
 METHODS = ("pt", "lamp", "dpt", "residual", "dept")
 Q_INITS = ("paper", "balanced")
 DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "fp32", "bf16")
 FAMILIES = ("seq2seq", "causal", "encoder")
 # Hidden size d of the offline model aliases (lamp_engine/backbones/offline.py builds them), known without torch
 # so a rank can be checked against min(l, d), and a form can count parameters, before any model is loaded.
@@ -113,6 +114,8 @@ class TrainConfig:
     max_target_length: int = _help("tokens of target text kept", default=16)
     seed: int = _help("random seed (data order, prompt init, sampling)", default=42)
     device: str = _help("auto, cpu or cuda", default="auto")
+    dtype: str = _help("the frozen model's weights: auto (bf16 on CUDA, fp32 on CPU), fp32, or bf16 (about 2x "
+                       "faster on CPUs with avx512_bf16 or AMX); prompts train in fp32 either way", default="auto")
     load_4bit: bool = _help("load the frozen model in 4-bit NF4 (CUDA and bitsandbytes only)", default=False)
     compile: bool = _help("torch.compile the frozen model", default=False)
 
@@ -129,6 +132,7 @@ class TrainConfig:
         _require(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
         _require(self.eval_every >= 0, "eval_every", f"must be >= 0, got {self.eval_every}")
         _require(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        _require(self.dtype in DTYPES, "dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
 
 @dataclass

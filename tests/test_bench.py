@@ -47,6 +47,13 @@ def test_speed_runs_the_seq2seq_shape(tmp_path):
     assert all(v[key] > 0 for v in report["variants"].values() for key in NUMBERS)
 
 
+def test_speed_runs_bf16_weights_on_cpu(tmp_path):
+    report = speed(tmp_path, "--shape", "tiny-llama", "--variants", "lamp_p4,peft_pt", "--dtype", "bf16")
+    assert report["settings"]["dtype"] == "bf16"
+    assert all(v[key] > 0 for v in report["variants"].values() for key in NUMBERS)
+    assert "random-init tiny-llama (bfloat16)" in (tmp_path / "speed.md").read_text()
+
+
 def test_speed_compiles_the_frozen_body(tmp_path):
     report = speed(tmp_path, "--shape", "tiny-llama", "--variants", "pt", "--compile")
     assert set(report["variants"]) == {"pt", "pt+compile"} and "pt" in COMPILED

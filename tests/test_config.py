@@ -35,6 +35,11 @@ def test_non_positive_learning_rate_is_rejected():
         TrainConfig(lr=0.0)
 
 
+def test_unknown_dtype_is_rejected():
+    with pytest.raises(ConfigError, match="^dtype: must be one of auto, fp32, bf16, got 'fp16'"):
+        TrainConfig(dtype="fp16")
+
+
 def test_flat_round_trip_and_unknown_field():
     config = RunConfig.from_flat({"model": "tiny-t5", "method": "pt", "lr": 0.1, "k_shot": 8})
     assert config.prompt.method == "pt" and config.train.lr == 0.1 and config.data.k_shot == 8

@@ -175,3 +175,23 @@ def test_causal_single_token_shortcut_scores_like_the_full_path():
         shortcut = backbone.choice_scores(prompt, batch)
         full = [[float(lp.sum()) for lp in backbone.target_log_probs(prompt, [e.source] * 2, e.choices)] for e in batch]
     torch.testing.assert_close(torch.tensor(shortcut), torch.tensor(full), atol=1e-4, rtol=1e-4)
+
+
+def test_bf16_backbone_on_cpu_scores_like_fp32_and_trains_an_fp32_prompt(tmp_path):
+    from lamp_engine.tasks import Example
+
+    scores = {}
+    for dtype, weights in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        backbone = load_backbone("smollm2-135m", TrainConfig(max_source_length=32, device="cpu", dtype=dtype))
+        assert {p.dtype for p in backbone.model.parameters()} == {weights}
+        prompt = build_prompt(tiny(method="lamp", pool=1).prompt,
+                              backbone.vocabulary_rows(8, torch.Generator().manual_seed(0)).float(), 32)
+        batch = [backbone.encode(Example(f"sentence: {text}", "positive", ("negative", "positive")))
+                 for text in ("a warm film", "a dull , long , tired film")]
+        with torch.no_grad():
+            scores[dtype] = torch.tensor(backbone.choice_scores(prompt, batch))
+    torch.testing.assert_close(scores["bf16"], scores["fp32"], atol=0.15, rtol=0.05)  # bf16 keeps 8 mantissa bits
+    result = train(tiny(dtype="bf16", eval_every=0), tmp_path / "run")
+    assert result["config"]["train"]["dtype"] == "bf16"
+    assert all(torch.isfinite(torch.tensor(p["loss"])) for p in result["history"]["train"])
+    assert load_file(str(tmp_path / "run" / "prompt.safetensors"))["prompt"].dtype == torch.float32

@@ -29,6 +29,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """auto: bf16 where it is native (CUDA), fp32 on CPU, where bf16 is fast only with avx512_bf16 or AMX."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
+
+
 def quiet_hub_logging() -> None:
     """Loading bars and retry warnings of transformers/huggingface_hub would bury our one-line messages."""
     import huggingface_hub.utils
@@ -41,17 +48,18 @@ def quiet_hub_logging() -> None:
 
 
 def load_backbone(name: str, train: TrainConfig) -> Backbone:
-    """The frozen model and tokenizer, on the configured device (bf16 on CUDA, optionally 4-bit NF4)."""
+    """The frozen model and tokenizer, on the configured device and dtype (optionally 4-bit NF4)."""
     quiet_hub_logging()
     device = resolve_device(train.device)
+    dtype = resolve_dtype(train.dtype, device)
     if name == "tiny-t5":
         if train.load_4bit:
             raise ModelError("load_4bit: tiny-t5 is a test model built in code; it cannot be quantised")
         model, tokenizer = tiny_t5()
-        return Seq2SeqBackbone(model.to(device).eval(), tokenizer, device, train)
+        return Seq2SeqBackbone(model.to(device, dtype).eval(), tokenizer, device, train)
     folder = {"smollm2-135m": smollm2_folder, "minilm-l6": minilm_folder}.get(name, lambda: name)()
     family = ALIASES.get(name) or detect_family(str(folder))
-    model, tokenizer = load_pretrained(str(folder), family, device, train.load_4bit)
+    model, tokenizer = load_pretrained(str(folder), family, device, dtype, train.load_4bit)
     backbone = FAMILIES[family](model.eval(), tokenizer, device, train)
     if train.compile:
         compile_body(backbone)
@@ -93,12 +101,10 @@ def detect_family(name: str) -> str:
     return "encoder"
 
 
-def load_pretrained(folder: str, family: str, device: torch.device, load_4bit: bool):
+def load_pretrained(folder: str, family: str, device: torch.device, dtype: torch.dtype, load_4bit: bool):
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    kwargs: dict = {}
-    if device.type == "cuda":
-        kwargs["dtype"] = torch.bfloat16
+    kwargs: dict = {"dtype": dtype}
     if load_4bit:
         kwargs["quantization_config"] = four_bit_config(device)
     loader = {"seq2seq": AutoModelForSeq2SeqLM, "causal": AutoModelForCausalLM, "encoder": AutoModel}[family]
@@ -128,4 +134,5 @@ def first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-__all__ = ["ALIASES", "FAMILIES", "Backbone", "Encoded", "compile_body", "load_backbone", "resolve_device"]
+__all__ = ["ALIASES", "FAMILIES", "Backbone", "Encoded", "compile_body", "load_backbone", "resolve_device",
+           "resolve_dtype"]
