@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from bench.speed import machine
 from lamp_engine.config import RunConfig
 
 
@@ -27,6 +31,7 @@ class Budget:
     max_eval_examples: int
     batch_size: int = 8
     max_source_length: int = 128
+    dtype: str = "auto"  # bf16 halves the step time on a CPU with avx512_bf16 or AMX
 
 
 @dataclass(frozen=True)
@@ -47,33 +52,36 @@ class TableRun:
 class Plan:
     budgets: dict[str, Budget]  # per model
     main: tuple[tuple[str, str], ...]  # (model, task) columns of the main table
-    methods: tuple[str, ...]
+    methods: tuple[tuple[str, dict], ...]  # (row label, prompt settings) rows of the main table
     seeds: tuple[int, ...]
     ablation: tuple[str, str]  # (model, task) of the q_init/pool, rank and length ablations
+    pool_check: tuple[str, str, tuple[int, ...]]  # (model, task, pool sizes): p on the second model family
     lr_check: tuple[tuple[str, str, tuple[float, ...]], ...]  # (model, task, learning rates) per family
 
 
 PLANS: dict[str, Plan] = {
-    "full": Plan(
-        budgets={"minilm-l6": Budget(steps=50, max_eval_examples=100),
-                 "smollm2-135m": Budget(steps=20, max_eval_examples=32)},
+    "full": Plan(  # about 55 minutes on an idle 2-core machine with avx512_bf16
+        budgets={"minilm-l6": Budget(steps=100, max_eval_examples=200, dtype="bf16"),
+                 "smollm2-135m": Budget(steps=50, max_eval_examples=64, dtype="bf16")},
         main=(("minilm-l6", "sst2"), ("minilm-l6", "cb"), ("minilm-l6", "rte"), ("minilm-l6", "boolq"),
               ("smollm2-135m", "sst2"), ("smollm2-135m", "cb"), ("smollm2-135m", "rte")),
-        methods=("pt", "lamp"), seeds=(1, 2, 3), ablation=("minilm-l6", "sst2"),
-        lr_check=(("minilm-l6", "sst2", (0.003, 0.01, 0.03, 0.3)), ("smollm2-135m", "sst2", (0.01, 0.3)))),
+        methods=(("pt", {"method": "pt"}), ("lamp p=4", {"method": "lamp", "pool": 4})), seeds=(1, 2, 3),
+        ablation=("minilm-l6", "sst2"), pool_check=("smollm2-135m", "sst2", (1, 4)),
+        lr_check=(("minilm-l6", "sst2", (0.003, 0.01, 0.03, 0.3)), ("smollm2-135m", "sst2", (0.003, 0.01, 0.03)))),
     "smoke": Plan(  # for tests: the tiny random T5, seconds per run; its accuracy means nothing
         budgets={"tiny-t5": Budget(steps=2, max_eval_examples=4, batch_size=2, max_source_length=32)},
-        main=(("tiny-t5", "sst2"),), methods=("pt", "lamp"), seeds=(1, 2),
-        ablation=("tiny-t5", "sst2"), lr_check=(("tiny-t5", "sst2", (0.3,)),)),
+        main=(("tiny-t5", "sst2"),), methods=(("pt", {"method": "pt"}), ("lamp", {"method": "lamp"})),
+        seeds=(1, 2), ablation=("tiny-t5", "sst2"), pool_check=("tiny-t5", "sst2", (1, 2)),
+        lr_check=(("tiny-t5", "sst2", (0.3,)),)),
 }
-PARTS = ("main", "q_init_pool", "lr", "rank", "length")
+PARTS = ("main", "q_init_pool", "pool", "lr", "rank", "length")
 
 
 def make_config(model: str, task: str, seed: int, budget: Budget, data_dir: str | None, **prompt) -> RunConfig:
     values = {"model": model, "task": task, "seed": seed, "data_dir": data_dir, "steps": budget.steps,
               "batch_size": budget.batch_size, "max_eval_examples": budget.max_eval_examples,
               "max_source_length": budget.max_source_length, "eval_batch_size": 32, "eval_every": 0,
-              "device": "cpu", **prompt}
+              "device": "cpu", "dtype": budget.dtype, **prompt}
     return RunConfig.from_flat(values)
 
 
@@ -103,8 +111,12 @@ def plan_runs(name: str, data_dir: str | None, parts: list[str] | None = None,
                     method="lamp", q_init=q_init, pool=pool)
     if "main" in parts:
         for model_, task_ in plan.main:
-            for method in plan.methods:
-                add(1, "main", method, f"{model_} / {task_}", model_, task_, method=method)
+            for row, prompt in plan.methods:
+                add(1, "main", row, f"{model_} / {task_}", model_, task_, **prompt)
+    if "pool" in parts:
+        model_, task_, pools = plan.pool_check
+        for pool in pools:
+            add(2, "pool", f"p={pool}", f"{model_} / {task_}", model_, task_, method="lamp", pool=pool)
     if "lr" in parts:
         for model_, task_, lrs in plan.lr_check:
             for lr in lrs:
@@ -165,11 +177,14 @@ def run_table(runs: list[TableRun], work_dir: Path, via_queue: bool = False,
     started = time.perf_counter()
     budgets = {r.config.model: {"steps": r.config.train.steps, "batch_size": r.config.train.batch_size,
                                 "max_eval_examples": r.config.train.max_eval_examples,
-                                "max_source_length": r.config.train.max_source_length} for r in runs}
+                                "max_source_length": r.config.train.max_source_length,
+                                "dtype": r.config.train.dtype} for r in runs}
+    load_start = os.getloadavg()[0]
 
     def report(records: list[dict]) -> dict:
         return {"budgets": budgets, "runs": records, "cells": aggregate(records),
-                "wall_seconds": time.perf_counter() - started, "via_queue": via_queue}
+                "wall_seconds": time.perf_counter() - started, "via_queue": via_queue,
+                "machine": machine(torch.device("cpu"), load_start, os.getloadavg()[0])}
 
     if via_queue:
         return report(submit_to_queue(runs, log))
@@ -194,9 +209,13 @@ def markdown(report: dict) -> str:
     if report["via_queue"]:
         ids = ", ".join(str(r["run_id"]) for r in report["runs"])
         return f"queued {len(report['runs'])} runs (ids {ids}); the dashboard's Compare view tabulates them\n"
-    budgets = "; ".join(f"{m}: {b['steps']} steps x batch {b['batch_size']}, source <= {b['max_source_length']} "
-                        f"tokens, <= {b['max_eval_examples']} eval examples" for m, b in report["budgets"].items())
-    out = [f"Budgets: {budgets}. Wall time {report['wall_seconds'] / 60:.1f} min.", ""]
+    budgets = "; ".join(f"{m} ({b.get('dtype', 'auto')}): {b['steps']} steps x batch {b['batch_size']}, source <= "
+                        f"{b['max_source_length']} tokens, <= {b['max_eval_examples']} eval examples"
+                        for m, b in report["budgets"].items())
+    m = report.get("machine")
+    where = f" on {m['cpus']} x {m['cpu_model']}, load {m['load_average_start']:.2f} -> {m['load_average_end']:.2f}" \
+        if m else ""
+    out = [f"Budgets: {budgets}. Wall time {report['wall_seconds'] / 60:.1f} min{where}.", ""]
     for part in PARTS:
         cells = [c for c in report["cells"] if c["part"] == part]
         if not cells:
