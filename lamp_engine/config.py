@@ -44,7 +44,7 @@ class PromptConfig:
     method: str = _help("soft-prompt method: " + ", ".join(METHODS), default="lamp")
     length: int = _help("prompt length l (rows of the initial prompt)", default=100)
     rank: int = _help("rank r of LAMP's truncated SVD, DPT's bottleneck b and DePT's low-rank pair", default=8)
-    pool: int = _help("LAMP pooling block p: the model sees l/p prompt tokens", default=1)
+    pool: int = _help("LAMP pooling block p: the model sees l/p prompt tokens (1: no pooling)", default=4)
     q_init: str = _help(
         "LAMP singular-value init: 'balanced' (Q = sqrt(S), first prompt = rank-r SVD of P) or 'paper' (Q = S)",
         default="balanced",
@@ -60,9 +60,10 @@ class PromptConfig:
         _positive(self, "length", "rank", "pool", "bottleneck", "dept_length")
         _require(self.q_init in Q_INITS, "q_init", f"must be one of {', '.join(Q_INITS)}, got {self.q_init!r}")
         if self.method == "lamp":
-            _require(self.length % self.pool == 0, "pool",
-                     f"prompt length {self.length} is not divisible by pool size {self.pool}")
             _require(self.rank <= self.length, "rank", f"rank {self.rank} exceeds the prompt length {self.length}")
+            _require(self.length % self.pool == 0, "pool",
+                     f"prompt length {self.length} is not divisible by pool size {self.pool}; use a length that "
+                     f"is a multiple of {self.pool}, or pool 1 (no pooling)")
 
     def check_hidden_size(self, hidden_size: int) -> None:
         """Checks that need the model's hidden size d (known once the model's config is read)."""

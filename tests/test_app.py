@@ -195,8 +195,9 @@ def test_launch_shows_the_trainable_parameter_count_live(store, redis_db):
     at.selectbox(key="launch.model_choice").set_value("smollm2-135m").run()
     assert metric_values(at)["trainable parameters"] == "57,600"
     at.selectbox(key="launch.method").set_value("lamp").run()
-    at.number_input(key="launch.pool").set_value(4).run()
-    assert metric_values(at)["prompt tokens fed to the model"] == "25"
+    assert metric_values(at)["prompt tokens fed to the model"] == "25"  # the default pool p = 4
+    at.number_input(key="launch.pool").set_value(1).run()
+    assert metric_values(at)["prompt tokens fed to the model"] == "100"
     at.selectbox(key="launch.model_choice").set_value("other (hub id or local folder)").run()
     at.text_input(key="launch.model_other").input("google/flan-t5-base").run()
     assert metric_values(at)["trainable parameters"] == "after load"
@@ -205,7 +206,8 @@ def test_launch_shows_the_trainable_parameter_count_live(store, redis_db):
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
-    ("launch.pool", 3, "pool: prompt length 100 is not divisible by pool size 3"),
+    ("launch.pool", 3, "pool: prompt length 100 is not divisible by pool size 3; use a length that is a multiple "
+                       "of 3, or pool 1 (no pooling)"),
     ("launch.rank", 80, "rank: rank 80 exceeds min(length 100, hidden size 64)"),
     ("launch.batch_size", 0, "batch_size: must be positive, got 0"),
     ("launch.seeds", "1, two", "seed: '1, two' is not a list of whole numbers separated by commas"),

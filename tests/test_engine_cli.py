@@ -23,6 +23,8 @@ def lamp(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--pool", "3"], "lamp train: error: pool: prompt length 100 is not divisible by pool size 3"),
+    (["--length", "30"], "lamp train: error: pool: prompt length 30 is not divisible by pool size 4; use a length "
+                         "that is a multiple of 4, or pool 1 (no pooling)"),  # the default pool
     (["--rank", "0"], "lamp train: error: rank: must be positive, got 0"),
     (["--lr", "-1"], "lamp train: error: lr: must be positive, got -1.0"),
     (["--method", "lora"], "lamp train: error: method: unknown method 'lora'"),

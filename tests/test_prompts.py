@@ -43,8 +43,8 @@ def test_balanced_init_starts_from_truncated_svd_and_paper_init_from_s_squared()
     P = vocab_rows(30, 40)
     U, S, Vh = torch.linalg.svd(P, full_matrices=False)
     truncated = U[:, :5] @ torch.diag(S[:5]) @ Vh[:5]
-    balanced = build_prompt(PromptConfig(method="lamp", length=30, rank=5, q_init="balanced"), P, 64)
-    paper = build_prompt(PromptConfig(method="lamp", length=30, rank=5, q_init="paper"), P, 64)
+    balanced = build_prompt(PromptConfig(method="lamp", length=30, rank=5, pool=1, q_init="balanced"), P, 64)
+    paper = build_prompt(PromptConfig(method="lamp", length=30, rank=5, pool=1, q_init="paper"), P, 64)
     with torch.no_grad():
         torch.testing.assert_close(balanced(), truncated, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(paper(), U[:, :5] @ torch.diag(S[:5] ** 2) @ Vh[:5], atol=1e-3, rtol=1e-4)
@@ -53,7 +53,7 @@ def test_balanced_init_starts_from_truncated_svd_and_paper_init_from_s_squared()
 
 def test_full_rank_balanced_lamp_reproduces_the_initial_prompt():
     P = vocab_rows(10, 16)
-    prompt = build_prompt(PromptConfig(method="lamp", length=10, rank=10), P, 64)
+    prompt = build_prompt(PromptConfig(method="lamp", length=10, rank=10, pool=1), P, 64)
     with torch.no_grad():
         torch.testing.assert_close(prompt(), P, atol=1e-4, rtol=1e-4)
 

@@ -139,7 +139,7 @@ def test_200_submissions_from_4_processes_give_200_distinct_runs(database_url, r
 
 
 def test_cli_submit_status_runs_cancel_retry(lamp_home, redis_url):
-    submitted = lamp("submit", "--model", "tiny-t5", "--task", "cb", "--rank", "3", "--length", "6")
+    submitted = lamp("submit", "--model", "tiny-t5", "--task", "cb", "--rank", "3", "--length", "8")
     assert submitted.returncode == 0, submitted.stderr
     run_id = int(submitted.stdout)
     status = lamp("status", str(run_id), "--json")

@@ -22,7 +22,7 @@ K = "launch."  # widget key prefix
 SWEEP_TEXT = {"length": "lengths l", "rank": "ranks r", "pool": "pool sizes p"}
 DEFAULTS: dict[str, Any] = {
     "mode": "one run", "model_choice": "tiny-t5", "task_choice": "sst2", "method": "lamp", "length": 100, "rank": 8,
-    "pool": 1, "q_init": "balanced", "lr": None, "batch_size": 16, "steps": None, "epochs": 1.0, "seeds": "42",
+    "pool": 4, "q_init": "balanced", "lr": None, "batch_size": 16, "steps": None, "epochs": 1.0, "seeds": "42",
     "k_shot": None, "device": "auto", "dtype": "auto", "load_4bit": False, "max_eval_examples": None,
     "weight_decay": 1e-5, "max_source_length": 256, "sweep.method": [], "sweep.task": [], "sweep.length": "",
     "sweep.rank": "", "sweep.pool": "", "name": "",
