@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 
 from bench.speed import machine
+from lamp_engine.backbones.offline import ALIASES
 from lamp_engine.config import RunConfig
+from lamp_engine.train import DEFAULT_LR
 
 
 @dataclass(frozen=True)
@@ -119,14 +121,16 @@ def plan_runs(name: str, data_dir: str | None, parts: list[str] | None = None,
             add(2, "pool", f"p={pool}", f"{model_} / {task_}", model_, task_, method="lamp", pool=pool)
     if "lr" in parts:
         for model_, task_, lrs in plan.lr_check:
-            for lr in lrs:
-                add(3, "lr", f"lr={lr}", f"{model_} / {task_}", model_, task_, method="lamp", lr=lr)
+            default = DEFAULT_LR[ALIASES[model_]]
+            for lr in lrs:  # the family's default is left unset, so the run is the p=1 run of the other parts
+                add(3, "lr", f"lr={lr}", f"{model_} / {task_}", model_, task_, method="lamp", pool=1,
+                    lr=None if lr == default else lr)
     if "rank" in parts:
         for rank in (4, 8, 16):
-            add(4, "rank", f"r={rank}", column, model, task, method="lamp", rank=rank)
+            add(4, "rank", f"r={rank}", column, model, task, method="lamp", pool=1, rank=rank)
     if "length" in parts:
         for length in (20, 100, 200):
-            add(5, "length", f"l={length}", column, model, task, method="lamp", length=length)
+            add(5, "length", f"l={length}", column, model, task, method="lamp", pool=1, length=length)
     order = list(plan.budgets)  # cheaper models first, then by priority: an interrupted table is still useful
     ordered = [run for _, run in sorted(runs, key=lambda pr: (order.index(pr[1].config.model), pr[0]))]
     return [run for run in ordered if models is None or run.config.model in models]
