@@ -67,7 +67,8 @@ PLANS: dict[str, Plan] = {
                  "smollm2-135m": Budget(steps=50, max_eval_examples=64, dtype="bf16")},
         main=(("minilm-l6", "sst2"), ("minilm-l6", "cb"), ("minilm-l6", "rte"), ("minilm-l6", "boolq"),
               ("smollm2-135m", "sst2"), ("smollm2-135m", "cb"), ("smollm2-135m", "rte")),
-        methods=(("pt", {"method": "pt"}), ("lamp p=4", {"method": "lamp", "pool": 4})), seeds=(1, 2, 3),
+        # pool is LAMP's field; PT pins the value its runs were keyed with, so a new LAMP default retrains nothing
+        methods=(("pt", {"method": "pt", "pool": 1}), ("lamp p=4", {"method": "lamp", "pool": 4})), seeds=(1, 2, 3),
         ablation=("minilm-l6", "sst2"), pool_check=("smollm2-135m", "sst2", (1, 4)),
         lr_check=(("minilm-l6", "sst2", (0.003, 0.01, 0.03, 0.3)), ("smollm2-135m", "sst2", (0.003, 0.01, 0.03)))),
     "smoke": Plan(  # for tests: the tiny random T5, seconds per run; its accuracy means nothing
