@@ -35,6 +35,7 @@ def data_dir(given: str | None) -> str | None:
 def build_parser() -> argparse.ArgumentParser:
     from bench.speed import ALL_VARIANTS
     from bench.table import PLANS
+    from lamp_engine.config import DTYPES
 
     parser = OneLineParser(prog="lamp bench", description="Speed, memory and accuracy benchmarks.")
     commands = parser.add_subparsers(dest="bench", required=True, parser_class=OneLineParser)
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--random-init", action="store_true", help="build a random model of --shape (no download)")
     speed.add_argument("--shape", help="random-init shape: llama2-7b, t5-3b, tiny-llama, tiny-t5")
     speed.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    speed.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+    speed.add_argument("--dtype", default="auto", choices=DTYPES,
                        help="frozen models' weights (default auto: bf16 on cuda, fp32 on cpu)")
     speed.add_argument("--batch-size", type=int, help="default: 8 on cpu, 16 on cuda")
     speed.add_argument("--source-length", type=int, help="tokens of source text per example (cpu 128, cuda 256)")

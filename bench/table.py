@@ -62,7 +62,7 @@ class Plan:
 
 
 PLANS: dict[str, Plan] = {
-    "full": Plan(  # about 55 minutes on an idle 2-core machine with avx512_bf16
+    "full": Plan(  # about an hour on a 2-core machine with avx512_bf16 (docs/benchmarks.md, section 4)
         budgets={"minilm-l6": Budget(steps=100, max_eval_examples=200, dtype="bf16"),
                  "smollm2-135m": Budget(steps=50, max_eval_examples=64, dtype="bf16")},
         main=(("minilm-l6", "sst2"), ("minilm-l6", "cb"), ("minilm-l6", "rte"), ("minilm-l6", "boolq"),
