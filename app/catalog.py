@@ -7,12 +7,11 @@ the trainable-parameter count before any model is loaded.
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from lamp_engine.config import ALIAS_HIDDEN_SIZES
+from lamp_engine.config import default_data_dir as config_default_data_dir
 
 MODEL_HIDDEN_SIZES: dict[str, int] = ALIAS_HIDDEN_SIZES
 OTHER_MODEL = "other (hub id or local folder)"
@@ -33,11 +32,8 @@ def task_names() -> tuple[str, ...]:
 
 
 def default_data_dir() -> str:
-    """The benchmark data folder: $LAMP_DATA_DIR, else ../shared/data next to the project when it exists."""
-    if os.environ.get("LAMP_DATA_DIR"):
-        return os.environ["LAMP_DATA_DIR"]
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-    return str(shared) if shared.is_dir() else ""
+    """The engine's default data folder, or "" for the form's empty text box."""
+    return config_default_data_dir() or ""
 
 
 @dataclass(frozen=True)

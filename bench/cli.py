@@ -10,26 +10,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
+from lamp_engine.cli import OneLineParser
+from lamp_engine.config import default_data_dir
 from lamp_engine.errors import LampError
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Bad flags end with one line on stderr and exit code 2, not a usage dump."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def data_dir(given: str | None) -> str | None:
-    found = given or os.environ.get("LAMP_DATA_DIR") or (str(DEFAULT_DATA) if DEFAULT_DATA.is_dir() else None)
-    return found
+    return given or default_data_dir()
 
 
 def build_parser() -> argparse.ArgumentParser:

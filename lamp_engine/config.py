@@ -6,7 +6,9 @@ Imports no torch, so the dashboard can validate a form and show parameter counts
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from lamp_engine.errors import ConfigError
@@ -134,6 +136,14 @@ class TrainConfig:
         _require(self.eval_every >= 0, "eval_every", f"must be >= 0, got {self.eval_every}")
         _require(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}, got {self.device!r}")
         _require(self.dtype in DTYPES, "dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
+
+def default_data_dir() -> str | None:
+    """The benchmark data folder: $LAMP_DATA_DIR, else ../shared/data beside this checkout when it exists."""
+    if os.environ.get("LAMP_DATA_DIR"):
+        return os.environ["LAMP_DATA_DIR"]
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return str(shared) if shared.is_dir() else None
 
 
 @dataclass
