@@ -1,4 +1,4 @@
-"""`lamp train`: train one prompt in this process, with a flag for every configuration field.
+"""`lamp train`: train one method in this process, with a flag for every configuration field.
 
 The flags are generated from the config dataclasses, so the command line, the queue (`lamp submit`) and the
 dashboard form accept exactly the same fields with the same validation.
@@ -10,50 +10,38 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from lamp_engine.config import SECTIONS, RunConfig
+from lamp_common.cli import OneLineParser
+from lamp_common.result import RunResult
+from lamp_engine.config import PROTOCOLS, RunConfig, default_data_dir, flat_fields
 from lamp_engine.errors import ConfigError, LampError
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Bad flags end with one line on stderr and exit code 2, not a usage dump."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def flag_type(annotation: str) -> Any:
-    for name, kind in (("bool", "bool"), ("int", int), ("float", float)):
-        if name in annotation:
-            return kind
-    return str
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per configuration field (`--pool`, `--q-init`, `--lr`, ...); unset flags keep the defaults."""
-    top = {f.name: f for f in fields(RunConfig) if f.name in ("model", "task")}
-    groups = [("run", list(top.values()))] + [(name, list(fields(kind))) for name, kind in SECTIONS.items()]
-    for title, section_fields in groups:
-        group = parser.add_argument_group(title)
-        for f in section_fields:
-            default = f.default if f.default is not MISSING else None
-            help_text = f"{f.metadata.get('help', '')} (default: {default})"
-            kind = flag_type(str(f.type))
-            flag = "--" + f.name.replace("_", "-")
-            if kind == "bool":
-                group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                   default=argparse.SUPPRESS, help=help_text)
-            else:
-                group.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS, help=help_text)
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for item in flat_fields().values():
+        group = groups.get(item.section) or groups.setdefault(item.section, parser.add_argument_group(item.section))
+        flag = "--" + item.name.replace("_", "-")
+        if item.kind is bool:
+            group.add_argument(flag, dest=item.name, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=item.help)
+        else:
+            group.add_argument(flag, dest=item.name, type=item.kind, default=argparse.SUPPRESS, help=item.help)
+
+
+def add_protocol_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--protocol", choices=list(PROTOCOLS), help="; ".join(
+        f"{name}: {protocol.description}" for name, protocol in PROTOCOLS.items()) + " (flags given override it)")
 
 
 def config_values(args: argparse.Namespace) -> dict[str, Any]:
-    """The configuration fields given on the command line (flat names)."""
-    known = {"model", "task"} | {f.name for kind in SECTIONS.values() for f in fields(kind)}
-    return {k: v for k, v in vars(args).items() if k in known}
+    """The configuration fields given on the command line (flat names), over the --protocol's when one is named."""
+    known = flat_fields()
+    protocol = PROTOCOLS[args.protocol].values if getattr(args, "protocol", None) else {}
+    return {**protocol, **{k: v for k, v in vars(args).items() if k in known}}
 
 
 def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
@@ -67,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", help="run folder to write (default: runs/<time>-<model>-<task>-<method>)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR (flags given override its config)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_protocol_argument(parser)
     add_config_arguments(parser)
     return parser
 
@@ -81,7 +70,7 @@ def resolve_run(args: argparse.Namespace) -> tuple[RunConfig, Path]:
         return config_from_args(args, RunConfig.from_dict(json.loads(saved.read_text())["config"])), folder
     config = config_from_args(args)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    name = f"{stamp}-{config.model.replace('/', '_')}-{config.task}-{config.prompt.method}"
+    name = f"{stamp}-{config.model.replace('/', '_')}-{config.task}-{config.method.name}"
     folder = Path(args.output or Path("runs") / name)
     if folder.exists():
         raise ConfigError(f"output: {folder} already exists; pass --resume {folder} to continue it or another --output")
@@ -97,7 +86,7 @@ def progress_callbacks(quiet: bool):
     bar = None
     enabled = not quiet and sys.stderr.isatty()
 
-    def on_step(step: int, total: int, values: dict[str, float]) -> None:
+    def on_step(step: int, total: int, values: dict[str, float], seconds: float) -> None:
         nonlocal bar
         if not enabled:
             return
@@ -113,17 +102,18 @@ def progress_callbacks(quiet: bool):
     return Callbacks(on_step=on_step, on_eval=on_eval)
 
 
-def summary(result: dict, folder: Path) -> str:
-    metrics = ", ".join(f"{k} {v:.2f}" for k, v in result["metrics"].items())
-    return (f"{result['status']}: {result['method']} on {result['model']} / {result['task']}: {metrics or 'no metrics'}"
-            f" | trainable {result['trainable_params']:,} params, {result['prompt_tokens']} prompt tokens"
-            f" | {result['train_seconds']:.1f} s training, peak {result['peak_memory_mb']:.0f} MB | {folder}")
+def summary(result: RunResult, folder: Path) -> str:
+    metrics = ", ".join(f"{k} {v:.2f}" for k, v in result.metrics.items())
+    return (f"{result.status}: {result.method} on {result.model} / {result.task}: {metrics or 'no metrics'}"
+            f" | trainable {result.trainable_params:,} params, {result.prompt_tokens} prompt tokens"
+            f" | {result.train_seconds:.1f} s training, peak {result.peak_memory_mb:.0f} MB | {folder}")
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv[1:])
     try:
         config, folder = resolve_run(args)
+        config = config.with_data_dir(default_data_dir())
         from lamp_engine.train import train
 
         result = train(config, folder, progress_callbacks(args.quiet), resume=bool(args.resume))

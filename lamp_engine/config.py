@@ -1,141 +1,310 @@
-"""Run configuration: dataclasses that validate themselves, and the trainable-parameter formulas.
+"""Run configuration: dataclasses that validate themselves, and the flat field names every front end uses.
 
-Imports no torch, so the dashboard can validate a form and show parameter counts without loading a model.
+Imports no torch, so the dashboard can validate a form and show parameter counts without loading a model. A run
+is a model, a task, a method's own settings (lamp_engine/methods.py), how to train and where its data comes from.
+The command line, the queue and the launch form all speak flat field names (`rank`, `lr`, `k_shot`), mapped here
+to their sections; a field that belongs to another method or to the custom task only is refused by name.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lamp_engine.aliases import ALIASES
 from lamp_engine.errors import ConfigError
+from lamp_engine.methods import METHODS, LampConfig, MethodConfig, method_config, method_fields, not_applicable
+from lamp_engine.validation import described, one_of, positive, require
 
-METHODS = ("pt", "lamp", "dpt", "residual", "dept")
-Q_INITS = ("paper", "balanced")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "fp32", "bf16")
-FAMILIES = ("seq2seq", "causal", "encoder")
-# Hidden size d of the offline model aliases (lamp_engine/backbones/offline.py builds them), known without torch
-# so a rank can be checked against min(l, d), and a form can count parameters, before any model is loaded.
-ALIAS_HIDDEN_SIZES = {"smollm2-135m": 576, "minilm-l6": 384, "tiny-t5": 64}
+CUSTOM_TASK = "custom"
+EPOCH = "epoch"
 
 
-def _help(text: str, **kwargs: Any) -> Any:
-    """A dataclass field carrying its command-line help text."""
-    return field(metadata={"help": text}, **kwargs)
+def steps_or_epoch(text: str) -> int | str:
+    """`--eval-every 50` or `--eval-every epoch`."""
+    text = str(text).strip()
+    if text == EPOCH:
+        return EPOCH
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a number of steps nor {EPOCH!r}") from None
 
 
-def _require(ok: bool, name: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{name}: {message}")
+@dataclass(frozen=True)
+class Schedule:
+    """How many optimizer steps and selection evaluations a run takes (known before anything loads)."""
 
-
-def _positive(obj: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        _require(value is not None and value > 0, name, f"must be positive, got {value!r}")
-
-
-@dataclass
-class PromptConfig:
-    """Which soft-prompt method, and its shape."""
-
-    method: str = _help("soft-prompt method: " + ", ".join(METHODS), default="lamp")
-    length: int = _help("prompt length l (rows of the initial prompt)", default=100)
-    rank: int = _help("rank r of LAMP's truncated SVD, DPT's bottleneck b and DePT's low-rank pair", default=8)
-    pool: int = _help("LAMP pooling block p: the model sees l/p prompt tokens (1: no pooling)", default=4)
-    q_init: str = _help(
-        "LAMP singular-value init: 'balanced' (Q = sqrt(S), first prompt = rank-r SVD of P) or 'paper' (Q = S)",
-        default="balanced",
-    )
-    attention_pool: bool = _help("LAMP: self-attention pooling (paper appendix A.1) instead of averaging",
-                                 default=False)
-    bottleneck: int = _help("residual: hidden width of the reparameterising MLP", default=400)
-    dept_length: int = _help("DePT: length m of its shorter prompt", default=60)
-
-    def __post_init__(self) -> None:
-        _require(self.method in METHODS, "method",
-                 f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        _positive(self, "length", "rank", "pool", "bottleneck", "dept_length")
-        _require(self.q_init in Q_INITS, "q_init", f"must be one of {', '.join(Q_INITS)}, got {self.q_init!r}")
-        if self.method == "lamp":
-            _require(self.rank <= self.length, "rank", f"rank {self.rank} exceeds the prompt length {self.length}")
-            _require(self.length % self.pool == 0, "pool",
-                     f"prompt length {self.length} is not divisible by pool size {self.pool}; use a length that "
-                     f"is a multiple of {self.pool}, or pool 1 (no pooling)")
-
-    def check_hidden_size(self, hidden_size: int) -> None:
-        """Checks that need the model's hidden size d (known once the model's config is read)."""
-        if self.method == "lamp":
-            _require(self.rank <= min(self.length, hidden_size), "rank",
-                     f"rank {self.rank} exceeds min(length {self.length}, hidden size {hidden_size})")
-
-    @property
-    def prompt_tokens(self) -> int:
-        """How many prompt rows are prepended to the model's input."""
-        if self.method == "lamp":
-            return self.length // self.pool
-        if self.method == "dept":
-            return self.dept_length
-        return self.length
-
-    def trainable_params(self, hidden_size: int, max_source_length: int = 256) -> int:
-        """Trainable parameters of the prompt alone (paper formulas; DESIGN.md section 2)."""
-        l, r, d = self.length, self.rank, hidden_size
-        if self.method == "pt":
-            return l * d
-        if self.method == "lamp":
-            attention = d * (l // self.pool) if self.attention_pool else 0
-            return l * r + r + r * d + attention
-        if self.method == "dpt":
-            return l * r + r * d
-        if self.method == "residual":
-            h = self.bottleneck
-            return l * d + (d * h + h) + (h * d + d) + 2 * d
-        return self.dept_length * d + max_source_length * r + r * d  # dept
+    total_steps: int
+    steps_per_epoch: int
+    eval_interval: int  # 0: only at the end
+    evaluations: int  # the last one included
 
 
 @dataclass
 class TrainConfig:
     """How to train: optimiser, budget, evaluation and hardware."""
 
-    lr: float | None = _help("AdamW learning rate; default depends on the backbone family (see README)",
-                             default=None)
-    weight_decay: float = _help("AdamW weight decay", default=1e-5)
-    batch_size: int = _help("training batch size", default=16)
-    steps: int | None = _help("optimizer steps (overrides --epochs)", default=None)
-    epochs: float = _help("passes over the training split when --steps is not given", default=1.0)
-    warmup_steps: int = _help("linear warm-up steps before linear decay", default=0)
-    max_grad_norm: float = _help("gradient clipping norm (0 disables)", default=1.0)
-    eval_every: int = _help("evaluate on the selection split every N steps (0: only at the end)", default=0)
-    eval_batch_size: int = _help("evaluation batch size", default=32)
-    max_eval_examples: int | None = _help("cap on examples per evaluation split", default=None)
-    max_source_length: int = _help("tokens of source text kept (longer is truncated)", default=256)
-    max_target_length: int = _help("tokens of target text kept", default=16)
-    seed: int = _help("random seed (data order, prompt init, sampling)", default=42)
-    device: str = _help("auto, cpu or cuda", default="auto")
-    dtype: str = _help("the frozen model's weights: auto (bf16 on CUDA, fp32 on CPU), fp32, or bf16 (about 2x "
-                       "faster on CPUs with avx512_bf16 or AMX); prompts train in fp32 either way", default="auto")
-    load_4bit: bool = _help("load the frozen model in 4-bit NF4 (CUDA and bitsandbytes only)", default=False)
-    compile: bool = _help("torch.compile the frozen model", default=False)
+    lr: float | None = described("AdamW learning rate; default depends on the backbone family (see README)", None)
+    weight_decay: float = described("AdamW weight decay", 1e-5)
+    batch_size: int = described("training batch size", 16)
+    steps: int | None = described("optimizer steps (overrides --epochs)", None)
+    epochs: float = described("passes over the training split when --steps is not given", 1.0)
+    warmup_steps: int = described("linear warm-up steps before linear decay", 0)
+    max_grad_norm: float = described("gradient clipping norm (0 disables)", 1.0)
+    eval_every: int | str = described("evaluate on the selection split every N steps, or every epoch with "
+                                      "'epoch', keeping the best state (0: once, at the end)", 0,
+                                      parse=steps_or_epoch)
+    patience: int | None = described("stop early after this many evaluations without a better selection metric "
+                                     "(needs --eval-every)", None)
+    eval_batch_size: int = described("evaluation batch size", 32)
+    max_eval_examples: int | None = described("cap on examples per evaluation split", None)
+    max_source_length: int = described("tokens of source text kept (longer is truncated)", 256)
+    max_target_length: int = described("tokens of target text kept", 16)
+    seed: int = described("random seed (data order, prompt init, sampling)", 42)
+    device: str = described("auto, cpu or cuda", "auto", choices=DEVICES)
+    dtype: str = described("the frozen model's weights: auto (bf16 on CUDA, fp32 on CPU), fp32, or bf16 (about 2x "
+                           "faster on CPUs with avx512_bf16 or AMX); prompts train in fp32 either way", "auto",
+                           choices=DTYPES)
+    load_4bit: bool = described("load the frozen model in 4-bit NF4 (CUDA and bitsandbytes only)", False)
+    compile: bool = described("torch.compile the frozen model", False)
 
     def __post_init__(self) -> None:
         if self.lr is not None:
-            _positive(self, "lr")
-        _require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _positive(self, "batch_size", "eval_batch_size", "epochs", "max_source_length", "max_target_length")
-        if self.steps is not None:
-            _positive(self, "steps")
-        if self.max_eval_examples is not None:
-            _positive(self, "max_eval_examples")
-        _require(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
-        _require(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
-        _require(self.eval_every >= 0, "eval_every", f"must be >= 0, got {self.eval_every}")
-        _require(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        _require(self.dtype in DTYPES, "dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+            positive(self, "lr")
+        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        positive(self, "batch_size", "eval_batch_size", "epochs", "max_source_length", "max_target_length")
+        for name in ("steps", "max_eval_examples", "patience"):
+            if getattr(self, name) is not None:
+                positive(self, name)
+        try:
+            self.eval_every = steps_or_epoch(self.eval_every)
+        except ValueError as exc:
+            raise ConfigError(f"eval_every: {exc}") from None
+        for name in ("warmup_steps", "max_grad_norm") + (() if self.eval_every == EPOCH else ("eval_every",)):
+            require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+        require(self.patience is None or self.eval_every != 0, "patience",
+                "early stopping needs evaluations on the way; add --eval-every N or --eval-every epoch")
+        one_of(self, "device", DEVICES)
+        one_of(self, "dtype", DTYPES)
+
+    def schedule(self, train_examples: int) -> Schedule:
+        """The run's steps and evaluations for a training split of this size."""
+        per_epoch = max(1, math.ceil(train_examples / self.batch_size))
+        total = self.steps or max(1, math.ceil(self.epochs * train_examples / self.batch_size))
+        interval = per_epoch if self.eval_every == EPOCH else int(self.eval_every)
+        on_the_way = (total - 1) // interval if interval else 0
+        return Schedule(total, per_epoch, interval, on_the_way + 1)
+
+
+def custom_only(text: str, default: Any = None) -> Any:
+    """A data field that only the custom task (the user's own file) reads."""
+    return field(default=default, metadata={"help": f"custom task: {text}", "custom_only": True})
+
+
+@dataclass
+class DataConfig:
+    """Where the task's examples come from and how many are used."""
+
+    data_dir: str | None = described("folder holding the original task files (default: $LAMP_DATA_DIR, else "
+                                      "../shared/data beside the checkout)", None)
+    k_shot: int | None = described("few-shot: K training examples in all, drawn at random (the paper's 8, 16, 32)",
+                                   None)
+    k_shot_per_class: bool = described("few-shot: K examples of each class instead of K in all", False)
+    max_train_examples: int | None = described("cap on training examples", None)
+    train_file: str | None = custom_only("CSV or JSONL file to train on")
+    eval_file: str | None = custom_only("CSV or JSONL file to evaluate on (else split from train)")
+    text_column: str = custom_only("text column", "text")
+    text_pair_column: str | None = custom_only("optional second text column")
+    label_column: str = custom_only("label column", "label")
+    verbalizers: str | None = custom_only("label=word pairs, comma separated (e.g. 0=negative,1=positive)")
+
+    def __post_init__(self) -> None:
+        for name in ("k_shot", "max_train_examples"):
+            if getattr(self, name) is not None:
+                positive(self, name)
+        require(self.k_shot is not None or not self.k_shot_per_class, "k_shot_per_class",
+                "applies to few-shot runs only; give --k-shot K too")
+
+    @classmethod
+    def custom_fields(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls) if f.metadata.get("custom_only"))
+
+
+SECTIONS: dict[str, type] = {"train": TrainConfig, "data": DataConfig}
+
+
+@dataclass
+class RunConfig:
+    """One run: a (method, model, task, hyper-parameters, seed)."""
+
+    model: str = described(f"model alias ({', '.join(ALIASES)}), hub id or local folder", "smollm2-135m")
+    task: str = described(f"task name (see `lamp tasks`) or '{CUSTOM_TASK}' with --train-file", "sst2")
+    method: MethodConfig = field(default_factory=LampConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def __post_init__(self) -> None:
+        require(bool(self.model), "model", "must name a model alias, hub id or folder")
+        require(bool(self.task), "task", "must name a task")
+        if self.train.load_4bit and not self.method.loads_4bit:
+            raise ConfigError(f"load_4bit: {self.method.name} cannot train on 4-bit weights (it needs them in full "
+                              "precision); drop --load-4bit or choose another method")
+        if self.task != CUSTOM_TASK:
+            for name in DataConfig.custom_fields():
+                if getattr(self.data, name) != DataConfig.__dataclass_fields__[name].default:
+                    raise ConfigError(f"{name}: applies to the custom task only (--task {CUSTOM_TASK} with "
+                                      f"--train-file); {self.task} brings its own data and label words")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "task": self.task,
+                "method": {"method": self.method.name, **self.method.settings()},
+                "train": dataclasses.asdict(self.train), "data": dataclasses.asdict(self.data)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Build from a (possibly partial) nested dict, rejecting unknown keys by name."""
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in SECTIONS:
+                kwargs[key] = _build(SECTIONS[key], value or {}, prefix=f"{key}.")
+            elif key == "method":
+                settings = dict(value or {})
+                kwargs[key] = method_config(settings.pop("method", LampConfig.name), **settings)
+            elif key == "prompt":  # written by releases before the method registry: every method's fields
+                kwargs["method"] = _legacy_prompt_section(value or {})
+            elif key in ("model", "task"):
+                kwargs[key] = value
+            else:
+                raise ConfigError(f"{key}: unknown configuration field")
+        return cls(**kwargs)
+
+    @classmethod
+    def from_flat(cls, values: dict[str, Any], other_methods_fields: str = "refuse") -> RunConfig:
+        """Build from flat field names (as the command line and the dashboard form use them).
+
+        A setting that belongs to other methods only is refused by name; a sweep over methods passes
+        `other_methods_fields="drop"` so that, e.g., `pool` reaches its LAMP runs and not its PT runs.
+        """
+        nested: dict[str, Any] = {"train": {}, "data": {}}
+        owners = {f.name: section for section, kind in SECTIONS.items() for f in fields(kind)}
+        name = values.get("method", LampConfig.name)
+        if name not in METHODS:
+            raise ConfigError(f"method: unknown method {name!r}; choose one of {', '.join(METHODS)}")
+        settings: dict[str, Any] = {}
+        for key, value in values.items():
+            if key in ("model", "task"):
+                nested[key] = value
+            elif key == "method":
+                continue
+            elif key in owners:
+                nested[owners[key]][key] = value
+            elif key in METHODS[name].field_names():
+                settings[key] = value
+            elif key in method_fields() and other_methods_fields == "drop":
+                continue
+            else:
+                raise ConfigError(not_applicable(key, name))
+        nested["method"] = {"method": name, **settings}
+        return cls.from_dict(nested)
+
+    def flat(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model, "task": self.task, "method": self.method.name,
+                               **self.method.settings()}
+        for section in SECTIONS:
+            out.update(dataclasses.asdict(getattr(self, section)))
+        return out
+
+    def trainable_params_before_loading(self) -> int | None:
+        """The method's own trainable parameters, from an alias's shape (None for a hub model not loaded yet)."""
+        alias = ALIASES.get(self.model)
+        return self.method.trainable_params(alias.shape, self.train.max_source_length) if alias else None
+
+    def with_data_dir(self, data_dir: str | None) -> RunConfig:
+        """A copy whose data folder is `data_dir` unless the run names its own (the caller resolves the default)."""
+        if self.data.data_dir or not data_dir:
+            return self
+        return dataclasses.replace(self, data=dataclasses.replace(self.data, data_dir=data_dir))
+
+
+@dataclass(frozen=True)
+class FlatField:
+    """One flat field name as the command line, the form and a sweep grid see it."""
+
+    name: str
+    kind: Callable[[str], Any]  # bool, int, float, str or the field's own parser: how to read it from text
+    help: str
+    section: str  # run, method, train or data
+
+
+def _kind(item: dataclasses.Field) -> Callable[[str], Any]:
+    """How to read the field from text: its own parser, else bool, int, float or str by its annotation."""
+    if item.metadata.get("parse"):
+        return item.metadata["parse"]
+    text = str(item.type)
+    return next((kind for kind in (bool, int, float) if kind.__name__ in text), str)
+
+
+def flat_fields() -> dict[str, FlatField]:
+    """Every flat field; a method setting's help names each method that has it, with its default there."""
+    out = {f.name: FlatField(f.name, str, f.metadata["help"], "run") for f in fields(RunConfig)
+           if f.name in ("model", "task")}
+    out["method"] = FlatField("method", str, f"method: {', '.join(METHODS)} (default: {LampConfig.name})", "run")
+    for name, kinds in method_fields().items():
+        found = [(kind.name, next(f for f in fields(kind) if f.name == name)) for kind in kinds]
+        owners: dict[str, list[str]] = {}  # one help line per distinct text and default, naming its methods
+        for owner, f in found:
+            owners.setdefault(f"{f.metadata['help']} (default: {f.default})", []).append(owner)
+        help_text = "; ".join(f"{', '.join(names)}: {text}" for text, names in owners.items())
+        out[name] = FlatField(name, _kind(found[0][1]), help_text, "method")
+    for section, kind in SECTIONS.items():
+        out.update({f.name: FlatField(f.name, _kind(f), f"{f.metadata['help']} (default: {f.default})", section)
+                    for f in fields(kind)})
+    return out
+
+
+def expand_grid(values: dict[str, Any], grid: dict[str, list[Any]]) -> list[RunConfig]:
+    """Every combination of the grid's values over the flat `values`, each one validated.
+
+    A method setting reaches the runs whose method has it; one that no run's method has is refused.
+    """
+    for key, choices in grid.items():
+        if not isinstance(choices, (list, tuple)) or not choices:
+            raise ConfigError(f"{key}: a grid field needs a non-empty list of values, got {choices!r}")
+    keys = list(grid)
+    configs = [RunConfig.from_flat({**values, **dict(zip(keys, combo, strict=True))}, other_methods_fields="drop")
+               for combo in itertools.product(*(grid[key] for key in keys))]
+    methods = {config.method.name for config in configs}
+    for key in {*values, *grid} & set(method_fields()):
+        if not any(key in METHODS[m].field_names() for m in methods):
+            raise ConfigError(not_applicable(key, ", ".join(sorted(methods))))
+    return configs
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A named set of training settings a run starts from (its own flags still override them)."""
+
+    name: str
+    description: str
+    values: dict[str, Any]
+
+
+PROTOCOLS: dict[str, Protocol] = {protocol.name: protocol for protocol in (
+    Protocol("paper", "the paper's training (section 4.1, appendix A.4): 100 epochs, AdamW lr 0.3, weight decay "
+             "1e-5, batch 16, source length 256, an evaluation every epoch keeping the best prompt. 0.3 was "
+             "tuned on T5; on the offline causal and encoder models it stays at chance, so pass --lr there",
+             {"epochs": 100.0, "lr": 0.3, "weight_decay": 1e-5, "batch_size": 16, "max_source_length": 256,
+              "eval_every": EPOCH}),
+)}
 
 
 def default_data_dir() -> str | None:
@@ -146,83 +315,13 @@ def default_data_dir() -> str | None:
     return str(shared) if shared.is_dir() else None
 
 
-@dataclass
-class DataConfig:
-    """Where the task's examples come from and how many are used."""
-
-    data_dir: str | None = _help("folder holding the original task files (default: $LAMP_DATA_DIR)", default=None)
-    k_shot: int | None = _help("few-shot: K training examples (per class where the task has classes)",
-                               default=None)
-    max_train_examples: int | None = _help("cap on training examples", default=None)
-    train_file: str | None = _help("custom task: CSV or JSONL file to train on", default=None)
-    eval_file: str | None = _help("custom task: CSV or JSONL file to evaluate on (else split from train)",
-                                  default=None)
-    text_column: str = _help("custom task: text column", default="text")
-    text_pair_column: str | None = _help("custom task: optional second text column", default=None)
-    label_column: str = _help("custom task: label column", default="label")
-    verbalizers: str | None = _help("custom task: label=word pairs, comma separated (e.g. 0=negative,1=positive)",
-                                    default=None)
-
-    def __post_init__(self) -> None:
-        for name in ("k_shot", "max_train_examples"):
-            if getattr(self, name) is not None:
-                _positive(self, name)
-
-
-@dataclass
-class RunConfig:
-    """One run: a (method, model, task, hyper-parameters, seed)."""
-
-    model: str = _help("model alias (smollm2-135m, minilm-l6, tiny-t5), hub id or local folder",
-                       default="smollm2-135m")
-    task: str = _help("task name (see `lamp tasks`) or 'custom' with --train-file", default="sst2")
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-
-    def __post_init__(self) -> None:
-        _require(bool(self.model), "model", "must name a model alias, hub id or folder")
-        _require(bool(self.task), "task", "must name a task")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        """Build from a (possibly partial) nested dict, rejecting unknown keys by name."""
-        sections = {"prompt": PromptConfig, "train": TrainConfig, "data": DataConfig}
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            if key in sections:
-                kwargs[key] = _build(sections[key], value or {}, prefix=f"{key}.")
-            elif key in ("model", "task"):
-                kwargs[key] = value
-            else:
-                raise ConfigError(f"{key}: unknown configuration field")
-        return cls(**kwargs)
-
-    @classmethod
-    def from_flat(cls, values: dict[str, Any]) -> RunConfig:
-        """Build from flat field names (as the command line and the dashboard form use them)."""
-        nested: dict[str, Any] = {"prompt": {}, "train": {}, "data": {}}
-        owners = {f.name: section for section, kind in SECTIONS.items() for f in fields(kind)}
-        for key, value in values.items():
-            if key in ("model", "task"):
-                nested[key] = value
-            elif key in owners:
-                nested[owners[key]][key] = value
-            else:
-                raise ConfigError(f"{key}: unknown configuration field")
-        return cls.from_dict(nested)
-
-    def flat(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"model": self.model, "task": self.task}
-        for section in SECTIONS:
-            out.update(dataclasses.asdict(getattr(self, section)))
-        return out
-
-
-SECTIONS: dict[str, type] = {"prompt": PromptConfig, "train": TrainConfig, "data": DataConfig}
+def _legacy_prompt_section(section: dict[str, Any]) -> MethodConfig:
+    """A `prompt` section of an older release, which held every method's fields: keep the chosen method's."""
+    name = section.get("method", LampConfig.name)
+    kind = METHODS.get(name)
+    if kind is None:
+        raise ConfigError(f"method: unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    return method_config(name, **{k: v for k, v in section.items() if k in kind.field_names()})
 
 
 def _build(kind: type, values: dict[str, Any], prefix: str) -> Any:

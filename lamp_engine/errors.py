@@ -1,8 +1,6 @@
-"""User-facing errors: each message names what is wrong and what to do; the CLI prints it in one line."""
+"""User-facing errors of the engine: each message names what is wrong and what to do; the CLI prints it in one line."""
 
-
-class LampError(ValueError):
-    """Base of every error caused by the user's input rather than by a bug."""
+from lamp_common.errors import LampError
 
 
 class ConfigError(LampError):
@@ -19,3 +17,6 @@ class ModelError(LampError):
 
 class TrainingDiverged(LampError):
     """The training loss became NaN or infinite."""
+
+
+__all__ = ["ConfigError", "LampError", "ModelError", "TaskError", "TrainingDiverged"]

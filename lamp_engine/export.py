@@ -14,13 +14,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lamp_engine.prompts import SoftPrompt
+from lamp_engine.modules import MethodModule
 
 PROMPT_FILE = "prompt.safetensors"
 PEFT_TASK_TYPES = {"seq2seq": "SEQ_2_SEQ_LM", "causal": "CAUSAL_LM"}
 
 
-def save_prompt(folder: Path, prompt: SoftPrompt, head: nn.Module | None, config: dict) -> None:
+def save_prompt(folder: Path, prompt: MethodModule, head: nn.Module | None, config: dict) -> None:
     tensors = {f"params.{k}": v.detach().float().cpu().contiguous() for k, v in prompt.state_dict().items()}
     if head is not None:
         tensors |= {f"head.{k}": v.detach().float().cpu().contiguous() for k, v in head.state_dict().items()}

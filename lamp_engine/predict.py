@@ -7,15 +7,21 @@ are the label words the run was trained with.
 
 from __future__ import annotations
 
-import json
 import string
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
+from lamp_common.result import RunResult
 from lamp_engine.config import RunConfig
 from lamp_engine.errors import ModelError
+from lamp_engine.methods import MethodFamily
 from lamp_engine.tasks import Example, Task
+
+if TYPE_CHECKING:
+    from lamp_engine.backbones import Backbone
 
 
 def text_template(task: Task, config: RunConfig) -> str | None:
@@ -36,29 +42,52 @@ def fixed_labels(examples: list[Example]) -> list[str] | None:
 
 
 def predict(run_dir: str | Path, texts: list[str]) -> list[dict]:
-    """Scores of each label word for each text, with the run's best prompt (and head)."""
-    from lamp_engine.backbones import load_backbone
-    from lamp_engine.export import load_prompt
-    from lamp_engine.prompts import build_prompt
-
+    """Scores of each label word for each text, with the run's best state: its prompt, its adapter or its weights,
+    and the encoder's head."""
     folder = Path(run_dir)
-    result = json.loads((folder / "result.json").read_text())
-    labels, template = result.get("labels"), result.get("source_template")
+    result = RunResult.from_json((folder / "result.json").read_text())
+    labels, template = result.labels, result.source_template
     if not labels:
-        raise ModelError(f"task {result['task']}: its answers vary per example, so free text cannot be scored")
-    config = RunConfig.from_dict(result["config"])
-    backbone = load_backbone(config.model, config.train)
+        raise ModelError(f"task {result.task}: its answers vary per example, so free text cannot be scored")
+    config = RunConfig.from_dict(result.config)
     examples = [Example(template.format(text=t) if template else t, labels[0], tuple(labels)) for t in texts]
-    backbone.prepare(examples)
-    saved = load_prompt(folder)
-    prompt = build_prompt(config.prompt, torch.zeros(config.prompt.length, backbone.hidden_size),
-                          config.train.max_source_length)
-    prompt.load_state_dict(saved["params"])
-    prompt.to(backbone.device)
-    if backbone.head is not None:
-        backbone.head.load_state_dict(saved["head"])
+    backbone, method = load_trained(folder, config, examples)
     with torch.inference_mode():
-        scores = backbone.choice_scores(prompt, [backbone.encode(e) for e in examples])
+        scores = backbone.choice_scores(method, [backbone.encode(e) for e in examples])
     return [{"text": text, "source": example.source, "prediction": labels[max(range(len(s)), key=s.__getitem__)],
              "scores": dict(zip(labels, s, strict=True))}
             for text, example, s in zip(texts, examples, scores, strict=True)]
+
+
+def load_trained(folder: Path, config: RunConfig, examples: list[Example]) -> tuple[Backbone, nn.Module]:
+    """The run's model with what it trained, read from its run folder: a soft prompt's parameters, an adapter
+    applied with PEFT, or the fully fine-tuned weights; and the encoder's head for these examples' labels."""
+    from safetensors.torch import load_file
+
+    from lamp_engine.adapters.full import MODEL_FOLDER
+    from lamp_engine.adapters.lora import HEAD_FILE
+    from lamp_engine.backbones import load_backbone
+    from lamp_engine.export import load_prompt
+    from lamp_engine.modules import EmptyPrompt
+    from lamp_engine.prompts import build_prompt
+
+    family = config.method.family
+    model = str(folder / MODEL_FOLDER) if family is MethodFamily.FULL_FINE_TUNING else config.model
+    backbone = load_backbone(model, config.train)
+    backbone.prepare(examples)
+    if family is MethodFamily.SOFT_PROMPT:
+        saved = load_prompt(folder)
+        method = build_prompt(config.method, torch.zeros(config.method.length, backbone.hidden_size),
+                              config.train.max_source_length)
+        method.load_state_dict(saved["params"])
+        head = saved["head"]
+    else:
+        if family is MethodFamily.WEIGHT_ADAPTER:
+            from peft import PeftModel
+
+            PeftModel.from_pretrained(backbone.model, str(folder / "peft"))  # puts the adapter in place
+        method = EmptyPrompt(backbone.hidden_size)
+        head = load_file(str(folder / HEAD_FILE)) if (folder / HEAD_FILE).is_file() else {}
+    if backbone.head is not None:
+        backbone.head.load_state_dict(head)
+    return backbone, method.to(backbone.device)

@@ -4,31 +4,34 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lamp_engine.config import ConfigError, PromptConfig
-from lamp_engine.prompts import METHODS, build_prompt
+from lamp_engine.methods import METHODS, LampConfig, MethodFamily, method_config
+from lamp_engine.prompts import build_prompt
+
+PROMPTS = [name for name, kind in METHODS.items() if kind.family is MethodFamily.SOFT_PROMPT]
 
 
 def vocab_rows(l: int, d: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(l, d, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", PROMPTS)
 @pytest.mark.parametrize(("l", "r", "d"), [(100, 8, 64), (20, 4, 48), (40, 16, 32)])
 def test_module_parameter_count_equals_formula(method, l, r, d):
-    config = PromptConfig(method=method, length=l, rank=r, pool=4, bottleneck=16, dept_length=l // 2)
+    settings = {"length": l, "rank": r, "pool": 4, "bottleneck": 16, "dept_length": l // 2}
+    config = method_config(method, **{k: v for k, v in settings.items() if k in METHODS[method].field_names()})
     prompt = build_prompt(config, vocab_rows(l, d), max_source_length=30)
     assert prompt.num_trainable() == config.trainable_params(d, max_source_length=30)
     assert prompt().shape == (config.prompt_tokens, d)
 
 
 def test_lamp_parameter_count_is_the_papers_for_t5_small():
-    prompt = build_prompt(PromptConfig(method="lamp", length=100, rank=8), vocab_rows(100, 512), 256)
+    prompt = build_prompt(LampConfig(length=100, rank=8), vocab_rows(100, 512), 256)
     assert prompt.num_trainable() == 4904
 
 
 @pytest.mark.parametrize("pool", [1, 2, 4, 5])
 def test_lamp_prompt_is_pooled_u_q_squared_v(pool):
-    prompt = build_prompt(PromptConfig(method="lamp", length=20, rank=6, pool=pool), vocab_rows(20, 32), 64)
+    prompt = build_prompt(LampConfig(length=20, rank=6, pool=pool), vocab_rows(20, 32), 64)
     with torch.no_grad():
         prompt.Q.mul_(1.7)  # any Q, not only the initial one
         full = prompt.U @ torch.diag(prompt.Q**2) @ prompt.V.T
@@ -43,8 +46,8 @@ def test_balanced_init_starts_from_truncated_svd_and_paper_init_from_s_squared()
     P = vocab_rows(30, 40)
     U, S, Vh = torch.linalg.svd(P, full_matrices=False)
     truncated = U[:, :5] @ torch.diag(S[:5]) @ Vh[:5]
-    balanced = build_prompt(PromptConfig(method="lamp", length=30, rank=5, pool=1, q_init="balanced"), P, 64)
-    paper = build_prompt(PromptConfig(method="lamp", length=30, rank=5, pool=1, q_init="paper"), P, 64)
+    balanced = build_prompt(LampConfig(length=30, rank=5, pool=1, q_init="balanced"), P, 64)
+    paper = build_prompt(LampConfig(length=30, rank=5, pool=1, q_init="paper"), P, 64)
     with torch.no_grad():
         torch.testing.assert_close(balanced(), truncated, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(paper(), U[:, :5] @ torch.diag(S[:5] ** 2) @ Vh[:5], atol=1e-3, rtol=1e-4)
@@ -53,13 +56,24 @@ def test_balanced_init_starts_from_truncated_svd_and_paper_init_from_s_squared()
 
 def test_full_rank_balanced_lamp_reproduces_the_initial_prompt():
     P = vocab_rows(10, 16)
-    prompt = build_prompt(PromptConfig(method="lamp", length=10, rank=10, pool=1), P, 64)
+    prompt = build_prompt(LampConfig(length=10, rank=10, pool=1), P, 64)
     with torch.no_grad():
         torch.testing.assert_close(prompt(), P, atol=1e-4, rtol=1e-4)
 
 
+def test_block_init_pools_back_to_the_rank_r_prompt_of_the_first_l_over_p_rows():
+    P = vocab_rows(24, 32)
+    distinct = P[:6]  # l/p = 24/4 rows, each repeated 4 times before the SVD
+    U, S, Vh = torch.linalg.svd(distinct, full_matrices=False)
+    blocks = build_prompt(LampConfig(length=24, rank=5, pool=4, pool_init="blocks"), P, 64)
+    rows = build_prompt(LampConfig(length=24, rank=5, pool=4), P, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(blocks(), U[:, :5] @ torch.diag(S[:5]) @ Vh[:5], atol=1e-4, rtol=1e-4)
+        assert blocks().norm() > 1.2 * rows().norm()  # averaging distinct rows shrinks all but their shared part
+
+
 def test_attention_pooling_rows_are_convex_combinations_of_c():
-    prompt = build_prompt(PromptConfig(method="lamp", length=12, rank=3, pool=3, attention_pool=True),
+    prompt = build_prompt(LampConfig(length=12, rank=3, pool=3, attention_pool=True),
                           vocab_rows(12, 16), 64)
     assert prompt.num_trainable() == 12 * 3 + 3 + 3 * 16 + 16 * 4
     with torch.no_grad():
@@ -70,29 +84,46 @@ def test_attention_pooling_rows_are_convex_combinations_of_c():
     assert prompt().shape == (4, 16)
 
 
-def test_rank_above_hidden_size_is_rejected_when_building():
-    with pytest.raises(ConfigError, match="^rank: "):
-        build_prompt(PromptConfig(method="lamp", length=100, rank=40), vocab_rows(100, 32), 64)
-
-
-def test_dpt_initialises_uniformly_in_half_interval():
-    prompt = build_prompt(PromptConfig(method="dpt", length=50, rank=8), vocab_rows(50, 32), 64)
+def test_dpt_initialises_uniformly_in_half_interval_with_its_bottleneck():
+    prompt = build_prompt(method_config("dpt", length=50), vocab_rows(50, 32), 64)
+    assert prompt.A.shape == (50, 10) and prompt.B.shape == (10, 32)  # b = 10, DPT's default
     values = torch.cat([prompt.A.flatten(), prompt.B.flatten()])
     assert values.min() >= -0.5 and values.max() <= 0.5 and values.std() > 0.2
 
 
-def test_dept_updates_only_the_first_s_input_positions():
-    prompt = build_prompt(PromptConfig(method="dept", length=10, rank=2, dept_length=4), vocab_rows(10, 8), 5)
+def test_dept_updates_only_the_first_s_input_positions_scaled_as_its_code():
+    prompt = build_prompt(method_config("dept", length=10, rank=2, dept_length=4), vocab_rows(10, 8), 5)
+    assert torch.equal(prompt.B, torch.zeros(2, 8)) and prompt.A.abs().max() <= 1 / 2 ** 0.5  # U(+-1/sqrt(r))
     with torch.no_grad():
         prompt.B.fill_(1.0)
         embeds = torch.zeros(2, 7, 8)
         adjusted = prompt.adjust_input_embeds(embeds)
-        torch.testing.assert_close(adjusted[0, :5], (prompt.A @ prompt.B))
+        torch.testing.assert_close(adjusted[0, :5], 8 / 2 ** 0.5 * (prompt.A @ prompt.B))  # alpha 8 / sqrt(r)
         assert torch.equal(adjusted[:, 5:], embeds[:, 5:])
     assert prompt().shape == (4, 8)
 
 
+def test_dept_trains_its_pair_at_its_own_learning_rate():
+    prompt = build_prompt(method_config("dept", length=10, rank=2, dept_length=4, pair_lr=3e-4), vocab_rows(10, 8), 5)
+    optimizer = torch.optim.AdamW(prompt.param_groups(0.3))
+    assert [(group["lr"], [p.shape for p in group["params"]]) for group in optimizer.param_groups] == [
+        (0.3, [(4, 8)]), (3e-4, [(5, 2), (2, 8)])]
+
+
+@pytest.mark.parametrize(("d", "pt", "dpt", "dept", "residual", "lamp"), [
+    (512, 51_200, 6_120, 50_688, 462_736, 4_904),  # T5-small: the paper's 51K, 6K, 51K, 462K, 5K
+    (768, 76_800, 8_680, 76_800, 693_904, 6_952),  # T5-base: 77K, 9K, 77K, 693K, 7K
+    (1024, 102_400, 11_240, 102_400, 925_072, 9_000),  # T5-large: 102K, 11K, 102K, 925K, 9K
+])
+def test_parameter_counts_at_l_100_are_the_papers_table_1(d, pt, dpt, dept, residual, lamp):
+    counts = {name: build_prompt(METHODS[name](), vocab_rows(100, d), max_source_length=256).num_trainable()
+              for name in PROMPTS}
+    assert counts == {"pt": pt, "dpt": dpt, "dept": dept, "residual": residual, "lamp": lamp}
+    assert all(counts[name] == METHODS[name]().trainable_params(d, 256) for name in PROMPTS)
+    assert METHODS["dept"]().resolved_rank(768, 256) == 30  # DePT's released T5-base checkpoints: m 60, r 30
+
+
 def test_residual_prompt_adds_the_mlp_output_to_p():
-    prompt = build_prompt(PromptConfig(method="residual", length=6, bottleneck=5), vocab_rows(6, 8), 64)
+    prompt = build_prompt(method_config("residual", length=6, bottleneck=5), vocab_rows(6, 8), 64)
     with torch.no_grad():
         torch.testing.assert_close(prompt(), prompt.P + prompt.mlp(prompt.P))

@@ -178,14 +178,27 @@ def test_hold_out_keeps_a_questions_answers_together(loaded):
     assert len({e.group for e in held}) == 95  # 10% of 953 questions
 
 
-def test_k_shot_samples_k_per_class_reproducibly():
-    splits = get_task("cb").load(data(k_shot=4), seed=1)
+def test_k_shot_per_class_samples_k_of_each_class_reproducibly():
+    splits = get_task("cb").load(data(k_shot=4, k_shot_per_class=True), seed=1)
     assert Counter(e.target for e in splits.train) == {"entailment": 4, "contradiction": 4, "neutral": 4}
     assert Counter(e.target for e in splits.select) == {"entailment": 4, "contradiction": 4, "neutral": 2}
     assert len(splits.test) == 56
-    assert "4 per class" in splits.policy["k_shot"]
-    assert get_task("cb").load(data(k_shot=4), seed=1).train == splits.train
-    assert get_task("cb").load(data(k_shot=4), seed=2).train != splits.train
+    assert "4 of each class" in splits.policy["k_shot"]
+    assert get_task("cb").load(data(k_shot=4, k_shot_per_class=True), seed=1).train == splits.train
+    assert get_task("cb").load(data(k_shot=4, k_shot_per_class=True), seed=2).train != splits.train
+
+
+def test_k_shot_samples_k_in_all_as_the_paper_and_keeps_multirc_questions_whole():
+    cb = get_task("cb").load(data(k_shot=16), seed=1)
+    assert len(cb.train) == len(cb.select) == 16 and len(cb.test) == 56
+    assert "16 in all, groups kept whole" in cb.policy["k_shot"]
+    assert get_task("cb").load(data(k_shot=16), seed=1).train == cb.train
+    multirc = get_task("multirc")
+    full = multirc.load(data(), seed=3)
+    shot = multirc.load(data(k_shot=16), seed=3)
+    assert len(shot.train) == 16
+    answers = Counter(e.group for e in full.train + full.select)
+    assert all(answers[group] == count for group, count in Counter(e.group for e in shot.train).items())
 
 
 def test_k_shot_without_classes_samples_k_in_all():
@@ -267,5 +280,5 @@ def test_hub_wsc_and_class_label_rows_render_like_local_rows():
 
 def test_examples_are_hashable_values():
     example = Example("s", "t", ("t", "u"))
-    assert example.label == 0 and example.gold == ("t",)
+    assert example.gold == ("t",)
     assert {example, Example("s", "t", ("t", "u"))} == {example}

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from lamp_engine.config import default_data_dir
 from lamp_engine.tasks import TASKS
-from lamp_engine.tasks.cli import default_data_dir, main
+from lamp_engine.tasks.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = (ROOT.parent / "shared" / "data").resolve()
@@ -57,18 +58,15 @@ def test_missing_source_through_the_console_command(tmp_path):
     assert "Traceback" not in result.stderr and "aps/super_glue:boolq" in result.stderr
 
 
-def test_default_data_dir_is_shared_data_next_to_the_working_directory(tmp_path, monkeypatch):
+def test_default_data_dir_is_the_engines_one_whatever_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("LAMP_DATA_DIR", raising=False)
-    project = tmp_path / "project"
-    project.mkdir()
-    monkeypatch.chdir(project)
-    assert default_data_dir() is None
-    (tmp_path / "shared" / "data").mkdir(parents=True)
-    assert default_data_dir() == str(Path("..") / "shared" / "data")
+    monkeypatch.chdir(tmp_path)
+    assert build_parser().parse_args([]).data_dir == default_data_dir() == (str(DATA) if DATA.is_dir() else None)
     monkeypatch.setenv("LAMP_DATA_DIR", "/elsewhere")
-    assert default_data_dir() == "/elsewhere"
+    assert build_parser().parse_args([]).data_dir == "/elsewhere"
 
 
 def test_help_exits_0(capsys):
-    assert main(["tasks", "--help"]) == 0
-    assert "--data-dir" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as ended:
+        main(["tasks", "--help"])
+    assert ended.value.code == 0 and "--data-dir" in capsys.readouterr().out

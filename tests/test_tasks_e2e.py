@@ -72,6 +72,6 @@ def test_structured_tasks_train_through_the_engine(tmp_path, task):
     config = RunConfig.from_flat({"model": "tiny-t5", "task": task, "data_dir": str(DATA), "steps": 2,
                                   "batch_size": 2, "length": 4, "rank": 2, "max_eval_examples": 6})
     result = train(config, tmp_path / "run")
-    assert result["status"] == "completed"
-    assert set(result["metrics"]) == set(get_task(task).metrics)
-    assert result["split_policy"]["source"] == f"local folder {DATA}"
+    assert result.status == "completed"
+    assert set(result.metrics) == set(get_task(task).metrics)
+    assert result.split_policy["source"] == f"local folder {DATA}"

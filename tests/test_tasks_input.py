@@ -101,11 +101,11 @@ def test_local_glue_tsv_files_are_read(tmp_path):
 
 def test_describe_truncation_names_the_long_examples():
     examples = [Example(f"s{i}", "t", ("t", "u"), origin=f"f.jsonl, line {i + 1}") for i in range(5)]
-    count, message = describe_truncation(examples, [10, 300, 20, 400, 256], max_length=256)
+    count, message = describe_truncation(examples, [False, True, False, True, False], max_length=256)
     assert count == 2
     assert message == ("2 of 5 source texts are longer than 256 tokens and were truncated (raise "
                        "--max-source-length to keep more): f.jsonl, line 2; f.jsonl, line 4")
-    assert describe_truncation(examples, [1] * 5, 256) == (0, "")
+    assert describe_truncation(examples, [False] * 5, 256) == (0, "")
 
 
 # --- the custom task -------------------------------------------------------------------------------------------
@@ -155,7 +155,7 @@ def test_custom_string_labels_are_their_own_words_and_k_shot_is_per_class(tmp_pa
     rows = [f"text {i},{('sports', 'politics', 'science')[i % 3]}" for i in range(60)]
     train = write_csv(tmp_path / "topics.csv", "text,label", rows)
     task = get_task("custom")
-    splits = task.load(DataConfig(train_file=str(train), k_shot=5), seed=0)
+    splits = task.load(DataConfig(train_file=str(train), k_shot=5, k_shot_per_class=True), seed=0)
     assert task.labels == ("politics", "science", "sports")
     assert Counter(e.target for e in splits.train) == {"politics": 5, "science": 5, "sports": 5}
 

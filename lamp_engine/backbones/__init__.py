@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
+from lamp_engine.aliases import ALIASES
 from lamp_engine.backbones.base import Backbone, Encoded
 from lamp_engine.backbones.causal import CausalBackbone
 from lamp_engine.backbones.encoder import EncoderBackbone
-from lamp_engine.backbones.offline import ALIASES, minilm_folder, smollm2_folder, tiny_t5
 from lamp_engine.backbones.seq2seq import Seq2SeqBackbone
 from lamp_engine.config import TrainConfig
 from lamp_engine.errors import ModelError
@@ -52,13 +52,9 @@ def load_backbone(name: str, train: TrainConfig) -> Backbone:
     quiet_hub_logging()
     device = resolve_device(train.device)
     dtype = resolve_dtype(train.dtype, device)
-    if name == "tiny-t5":
-        if train.load_4bit:
-            raise ModelError("load_4bit: tiny-t5 is a test model built in code; it cannot be quantised")
-        model, tokenizer = tiny_t5()
-        return Seq2SeqBackbone(model.to(device, dtype).eval(), tokenizer, device, train)
-    folder = {"smollm2-135m": smollm2_folder, "minilm-l6": minilm_folder}.get(name, lambda: name)()
-    family = ALIASES.get(name) or detect_family(str(folder))
+    alias = ALIASES.get(name)
+    folder = alias.model_folder() if alias else name
+    family = alias.family if alias else detect_family(name)
     model, tokenizer = load_pretrained(str(folder), family, device, dtype, train.load_4bit)
     backbone = FAMILIES[family](model.eval(), tokenizer, device, train)
     if train.compile:
@@ -134,5 +130,5 @@ def first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-__all__ = ["ALIASES", "FAMILIES", "Backbone", "Encoded", "compile_body", "load_backbone", "resolve_device",
+__all__ = ["FAMILIES", "Backbone", "Encoded", "compile_body", "load_backbone", "resolve_device",
            "resolve_dtype"]

@@ -7,13 +7,16 @@ between the prompt and the text.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from lamp_engine.aliases import Linear, ModelShape
 from lamp_engine.config import TrainConfig
-from lamp_engine.prompts import SoftPrompt, ordinary_token_ids, sample_vocabulary_rows
+from lamp_engine.modules import MethodModule
+from lamp_engine.prompts import ordinary_token_ids, sample_vocabulary_rows
 from lamp_engine.tasks import Example
 
 
@@ -67,10 +70,26 @@ class Backbone:
     def total_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
-    def vocabulary_rows(self, rows: int, generator: torch.Generator) -> torch.Tensor:
-        """`rows` input embeddings of tokens drawn from the 5,000 most frequent ordinary ones."""
+    def adaptable(self, name: str) -> bool:
+        """Whether an adapter may touch this linear layer: not BERT's pooler, which our mean-pooling encoder never
+        reads, nor the LM head (PEFT's all-linear leaves it too)."""
+        return name.split(".")[0] != "pooler" and self.model.get_submodule(name) is not \
+            self.model.get_output_embeddings()
+
+    @property
+    def shape(self) -> ModelShape:
+        """The loaded model's shape: what the methods' formulas and checks read (lamp_engine/aliases.py)."""
+        found = Counter((name.rsplit(".", 1)[-1], module.in_features, module.out_features, self.adaptable(name))
+                        for name, module in self.model.named_modules() if isinstance(module, nn.Linear))
+        linears = tuple(Linear(n, i, o, count, a) for (n, i, o, a), count in found.items())
+        return ModelShape(self.hidden_size, self.model.config.model_type, linears, self.total_params())
+
+    def vocabulary_rows(self, rows: int, generator: torch.Generator,
+                        rule: str = "frequent") -> tuple[torch.Tensor, str]:
+        """`rows` input embeddings of tokens drawn from 5,000 ordinary ones chosen by `rule`, and its description."""
         embeddings = self.model.get_input_embeddings().weight
-        return sample_vocabulary_rows(embeddings, ordinary_token_ids(self.tokenizer), rows, generator)
+        ids, description = ordinary_token_ids(self.tokenizer, rule=rule)
+        return sample_vocabulary_rows(embeddings, ids, rows, generator), description
 
     def prepare(self, examples: list[Example]) -> None:
         """Anything that depends on the task (the encoder family's classification head)."""
@@ -85,7 +104,7 @@ class Backbone:
         choices = [self.ids(choice, self.max_target_length)[0] for choice in example.choices]
         return Encoded(source, target, choices, example.choices.index(example.target), cut)
 
-    def with_prompt(self, prompt: SoftPrompt, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def with_prompt(self, prompt: MethodModule, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Input embeddings with the prompt prepended, and the attention mask extended over it."""
         text = prompt.adjust_input_embeds(self.model.get_input_embeddings()(ids.to(self.device)))
         rows = prompt().to(text.dtype)
@@ -93,14 +112,14 @@ class Backbone:
         ones = torch.ones(ids.shape[0], rows.shape[0], dtype=mask.dtype)
         return embeds, torch.cat([ones, mask], dim=1).to(self.device)
 
-    def loss(self, prompt: SoftPrompt, batch: list[Encoded]) -> torch.Tensor:
+    def loss(self, prompt: MethodModule, batch: list[Encoded]) -> torch.Tensor:
         raise NotImplementedError
 
-    def choice_scores(self, prompt: SoftPrompt, batch: list[Encoded]) -> list[list[float]]:
+    def choice_scores(self, prompt: MethodModule, batch: list[Encoded]) -> list[list[float]]:
         """One score per candidate target of each example; the highest is the prediction."""
         raise NotImplementedError
 
-    def logits(self, prompt: SoftPrompt, ids: torch.Tensor, mask: torch.Tensor, **kwargs) -> torch.Tensor:
+    def logits(self, prompt: MethodModule, ids: torch.Tensor, mask: torch.Tensor, **kwargs) -> torch.Tensor:
         """The model's full output logits with the prompt injected (used to check exported adapters)."""
         embeds, mask = self.with_prompt(prompt, ids, mask)
         return self.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False, **kwargs).logits

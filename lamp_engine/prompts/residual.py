@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lamp_engine.config import PromptConfig
+from lamp_engine.methods import ResidualPromptConfig
 from lamp_engine.prompts.base import SoftPrompt
 
 
 class ResidualPrompt(SoftPrompt):
-    def __init__(self, config: PromptConfig, init: torch.Tensor, max_source_length: int) -> None:
+    def __init__(self, config: ResidualPromptConfig, init: torch.Tensor, max_source_length: int) -> None:
         super().__init__(config)
         d = init.shape[1]
         self.P = nn.Parameter(init.float().clone())

@@ -25,11 +25,6 @@ class Example:
     origin: str = ""  # "file, line N" the example was rendered from, for messages about it
 
     @property
-    def label(self) -> int:
-        """Index of the gold target among the choices (what an encoder's classification head predicts)."""
-        return self.choices.index(self.target)
-
-    @property
     def gold(self) -> tuple[str, ...]:
         return self.answers or (self.target,)
 
@@ -63,13 +58,13 @@ class Task(ABC):
         """The task's metrics for predicted target texts, as percentages."""
 
 
-def describe_truncation(examples: list[Example], source_lengths: list[int], max_length: int) -> tuple[int, str]:
-    """How many sources exceed `max_length` tokens, and a message naming the first few by file and line.
+def describe_truncation(examples: list[Example], truncated: list[bool], max_length: int) -> tuple[int, str]:
+    """How many sources were cut to `max_length` tokens, and a message naming the first few by file and line.
 
-    The engine tokenises, so it passes each example's untruncated token count; the message goes to the log and
-    the count to `Splits.truncated`.
+    The engine tokenises, so it says which were cut; the count goes to `Splits.truncated` and the message to the
+    run's log and its split policy.
     """
-    long = [e for e, n in zip(examples, source_lengths, strict=True) if n > max_length]
+    long = [e for e, cut in zip(examples, truncated, strict=True) if cut]
     if not long:
         return 0, ""
     shown = "; ".join(e.origin or e.source[:40] for e in long[:3])

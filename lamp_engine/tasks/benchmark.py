@@ -17,7 +17,7 @@ from lamp_engine.errors import TaskError
 from lamp_engine.tasks import metrics
 from lamp_engine.tasks.base import Example, Splits, Task
 from lamp_engine.tasks.sources import HubUnavailable, Row, read_hub, read_jsonl
-from lamp_engine.tasks.splitting import cap, hold_out, sample_per_class
+from lamp_engine.tasks.splitting import cap, hold_out, sample_in_total, sample_per_class
 
 
 @dataclass(frozen=True)
@@ -169,11 +169,12 @@ def build_splits(task: RowTask, plan: Plan, data: DataConfig, seed: int) -> Spli
         select_note = f"held out of {plan.train.name} (seed {seed})"
         train_note += " less the selection hold-out"
     if data.k_shot:
-        by_class = task.labels is not None
-        unit = "per class" if by_class else "in all"
-        train = sample_per_class(train, data.k_shot, seed, by_class)
-        select = sample_per_class(select, data.k_shot, seed + 1, by_class)
-        policy["k_shot"] = f"{data.k_shot} {unit} for train and select, sampled with seed {seed}; test in full"
+        per_class = data.k_shot_per_class and task.labels is not None
+        sample = sample_per_class if per_class else sample_in_total
+        train, select = sample(train, data.k_shot, seed), sample(select, data.k_shot, seed + 1)
+        unit = "of each class" if per_class else "in all, groups kept whole"
+        policy["k_shot"] = (f"{data.k_shot} {unit} for train and for select, sampled with seeds {seed} and "
+                            f"{seed + 1}; test in full")
     if data.max_train_examples:
         train = cap(train, data.max_train_examples, seed)
         policy["max_train_examples"] = str(data.max_train_examples)

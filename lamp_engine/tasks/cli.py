@@ -7,31 +7,24 @@ user can see what a run would train and report on before starting it.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import datasets
 
-from lamp_engine.config import DataConfig
+from lamp_common.cli import OneLineParser
+from lamp_engine.config import DataConfig, default_data_dir
 from lamp_engine.errors import LampError
 from lamp_engine.tasks import CUSTOM_TASK, TASKS, get_task
 from lamp_engine.tasks.benchmark import BenchmarkTask
 from lamp_engine.tasks.sources import count_rows, hub_unreachable_reason
 
 
-def default_data_dir() -> str | None:
-    """$LAMP_DATA_DIR, else ../shared/data relative to the working directory when it exists."""
-    if os.environ.get("LAMP_DATA_DIR"):
-        return os.environ["LAMP_DATA_DIR"]
-    shared = Path("..") / "shared" / "data"
-    return str(shared) if shared.is_dir() else None
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lamp tasks", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="lamp tasks", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=default_data_dir(),
-                        help="folder with the original task files (default: $LAMP_DATA_DIR or ../shared/data)")
+                        help="folder with the original task files (default: $LAMP_DATA_DIR, else ../shared/data "
+                             "beside the checkout)")
     parser.add_argument("--task", help="show one task's splits, policy and a rendered example")
     parser.add_argument("--seed", type=int, default=42, help="seed of the hold-out shown with --task")
     parser.add_argument("--k-shot", type=int, help="show the few-shot splits of --task")
@@ -83,10 +76,7 @@ def show_task(name: str, data: DataConfig, seed: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    try:
-        args = build_parser().parse_args(argv[1:])
-    except SystemExit as exc:  # --help, or a usage error argparse already printed
-        return int(exc.code or 0)
+    args = build_parser().parse_args(argv[1:])
     if args.data_dir and not Path(args.data_dir).is_dir():
         print(f"lamp tasks: data folder {args.data_dir} does not exist; pass --data-dir", file=sys.stderr)
         return 2

@@ -10,14 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lamp_engine.config import DataConfig
+from lamp_engine.config import CUSTOM_TASK, DataConfig
 from lamp_engine.errors import TaskError
 from lamp_engine.tasks import metrics
 from lamp_engine.tasks.base import Example, Splits
 from lamp_engine.tasks.benchmark import Plan, RowTask, SplitSource, build_splits
 from lamp_engine.tasks.sources import Row, read_table
-
-CUSTOM_TASK = "custom"
 
 
 def label_key(raw: Any) -> str:

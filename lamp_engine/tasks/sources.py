@@ -42,28 +42,25 @@ class Row:
         return value
 
 
-def find_file(data_dir: str | None, relative: str, task: str) -> Path:
-    """The path of one task file under the data folder, or a TaskError saying what is missing."""
-    if not data_dir:
-        raise TaskError(f"task {task}: no data folder given; pass --data-dir (e.g. ../shared/data)")
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise TaskError(f"task {task}: data folder {root} does not exist")
-    path = root / relative
-    if not path.is_file():
-        raise TaskError(f"task {task}: file {path} not found in the data folder")
-    return path
+def read_text(path: Path) -> str:
+    """The file's text; a binary or non-UTF-8 file is a TaskError naming the file and the first bad byte."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TaskError(f"{path}: not a UTF-8 text file (undecodable byte at offset {exc.start}); give a CSV or "
+                        "JSONL file saved as UTF-8") from None
+    if "\x00" in text:
+        raise TaskError(f"{path}: not a text file (it holds NUL bytes); give a CSV or JSONL file")
+    return text
 
 
 def count_rows(path: Path) -> int:
     """Non-blank lines of a line-oriented file (a cheap row count for listings)."""
-    with path.open(encoding="utf-8") as handle:
-        return sum(1 for line in handle if line.strip())
+    return sum(1 for line in read_text(path).splitlines() if line.strip())
 
 
 def _nonblank_line_numbers(path: Path) -> list[int]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    numbers = [number for number, line in enumerate(lines, start=1) if line.strip()]
+    numbers = [number for number, line in enumerate(read_text(path).splitlines(), start=1) if line.strip()]
     if not numbers:
         raise TaskError(f"{path}: the file is empty")
     return numbers
@@ -81,7 +78,7 @@ def _load(builder: str, path: Path, **kwargs: Any) -> datasets.Dataset:
 def read_jsonl(path: Path) -> list[Row]:
     """Rows of a JSON-lines file; a malformed line is reported by file and line number before `datasets` parses."""
     numbers = _nonblank_line_numbers(path)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_text(path).splitlines()
     for number in numbers:
         try:
             value = json.loads(lines[number - 1])

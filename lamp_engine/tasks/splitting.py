@@ -1,4 +1,4 @@
-"""Seeded, reproducible split operations: hold out a selection set, sample K per class, cap a split.
+"""Seeded, reproducible split operations: hold out a selection set, sample K in all or per class, cap a split.
 
 All of them keep the examples of one group (a MultiRC question, a ReCoRD query) together, so answers of one
 question never land on both sides of a split.
@@ -39,15 +39,28 @@ def hold_out(examples: list[Example], seed: int) -> tuple[list[Example], list[Ex
     return _flatten(groups[held:]), _flatten(groups[:held])
 
 
-def sample_per_class(examples: list[Example], k: int, seed: int, by_class: bool) -> list[Example]:
-    """K examples of each target class (or K groups where the task has no classes), seeded.
+def sample_in_total(examples: list[Example], k: int, seed: int) -> list[Example]:
+    """K examples in all, drawn at random (seeded) with every group kept whole (a MultiRC question's answers).
 
-    A class with fewer than K examples contributes all of them.
+    Groups are taken in a seeded random order while they fit; later, smaller groups fill what is left, so the
+    total is K whenever the group sizes allow it (and everything when there are fewer than K).
     """
+    groups = _groups(examples)
+    random.Random(seed).shuffle(groups)
+    chosen: list[list[Example]] = []
+    room = k
+    for group in groups:
+        if len(group) <= room:
+            chosen.append(group)
+            room -= len(group)
+        if room == 0:
+            break
+    return _flatten(chosen)
+
+
+def sample_per_class(examples: list[Example], k: int, seed: int) -> list[Example]:
+    """K examples of each target class, seeded; a class with fewer than K contributes all of them."""
     rng = random.Random(seed)
-    if not by_class:
-        groups = _groups(examples)
-        return _flatten(rng.sample(groups, min(k, len(groups))))
     by_target: dict[str, list[Example]] = defaultdict(list)
     for example in examples:
         by_target[example.target].append(example)

