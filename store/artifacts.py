@@ -1,23 +1,24 @@
-"""Safe paths to a run's files: only names the store recorded for a run, resolved inside LAMP_HOME.
+"""Safe paths into a run's local folder (LAMP_HOME/runs/ID): a worker's cache of the run's stored files, and the
+only copy of the files of runs that ended before files moved into the store.
 
-No path from user input is ever opened: the caller names one of ARTIFACT_NAMES, and the folder comes from the
-run's row (written by the worker), checked to stay inside the data folder after resolving links.
+No path from user input is opened unchecked: the folder comes from the run's row (written by the worker) and
+every name is resolved and checked to stay inside it, after resolving links.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lamp_engine.errors import LampError
+from lamp_common.errors import LampError
 from store.db import lamp_home
 from store.models import Run
 
-ARTIFACT_NAMES = ("result.json", "prompt.safetensors", "peft", "dispersion.json")
-PROMPT_FILES = ("prompt.safetensors", "peft", "result.json")
+TRAINER_STATE = "trainer_state.pt"  # the engine's resumable state: what a checkpoint stores
+INTERNAL_FILES = (TRAINER_STATE, "dispersion.json")  # for resuming and the dashboard; not part of an export
 
 
 class ArtifactError(LampError):
-    """A requested run file is not one the store recorded, or is missing."""
+    """A requested run file lies outside the run's folder, or is missing."""
 
 
 def run_dir(run: Run) -> Path:
@@ -32,13 +33,11 @@ def run_dir(run: Run) -> Path:
 
 
 def artifact_path(run: Run, name: str) -> Path:
-    """Path of one recorded file of a run (one of ARTIFACT_NAMES), or ArtifactError saying why not."""
-    if name not in ARTIFACT_NAMES:
-        raise ArtifactError(f"{name!r}: not a run file; choose one of {', '.join(ARTIFACT_NAMES)}")
+    """Path of one file or folder of a run's local folder, or ArtifactError saying why not."""
     folder = run_dir(run)
     path = (folder / name).resolve()
-    if not path.is_relative_to(folder):
+    if not path.is_relative_to(folder) or path == folder:
         raise ArtifactError(f"run {run.id}: {name} points outside the run folder; refusing to open it")
     if not path.exists():
-        raise ArtifactError(f"run {run.id}: {name} was not written (status {run.status})")
+        raise ArtifactError(f"run {run.id}: {name} was not written here (status {run.status})")
     return path

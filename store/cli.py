@@ -10,7 +10,7 @@ import sys
 
 from sqlalchemy.engine import make_url
 
-from lamp_engine.errors import LampError
+from lamp_common.errors import LampError
 from store.db import database_url, upgrade
 
 

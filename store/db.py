@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -22,17 +25,24 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from lamp_engine.errors import LampError
+from lamp_common.errors import LampError
+from store.settings import store_patience_s
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_MIGRATION_LOCK_ID = 0x1A4D0  # any constant shared by every process of this product
 
+RETRY_FIRST_DELAY_S = 0.5
+RETRY_MAX_DELAY_S = 10.0
+SCHEMA_ERRORS = ("no such table", "no such column", "syntax error")  # SQLite's OperationalErrors that are bugs
+
 _engines: dict[str, Engine] = {}
 _upgraded: set[str] = set()
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class StoreError(LampError):
@@ -188,3 +198,32 @@ def dispose(url: str | None = None) -> None:
     _session_factory.cache_clear()
     if engine is not None:
         engine.dispose()
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether a database error means "not reachable now" (a restart, a dropped connection, a locked SQLite
+    file), which is worth waiting out, rather than a bug in the statement."""
+    if not isinstance(exc, (OperationalError, InterfaceError)):
+        return isinstance(exc, DBAPIError) and exc.connection_invalidated
+    return not any(text in str(exc.orig) for text in SCHEMA_ERRORS)
+
+
+def first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+
+
+def with_retries(action: Callable[[], T], what: str, patience_s: float | None = None) -> T:
+    """Run a store action, retrying with back-off while the database is unreachable, for up to `patience_s`
+    (default LAMP_STORE_PATIENCE_S), so a database restart delays a worker's writes instead of failing its run."""
+    deadline = time.monotonic() + (store_patience_s() if patience_s is None else patience_s)
+    delay = RETRY_FIRST_DELAY_S
+    while True:
+        try:
+            return action()
+        except DBAPIError as exc:
+            if not unreachable(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: the store is unreachable (%s); retrying in %.1f s", what, first_line(exc), delay)
+        time.sleep(delay)
+        delay = min(delay * 2, RETRY_MAX_DELAY_S)

@@ -1,25 +1,44 @@
-"""The run store's tables: runs, the metric points they stream while training, and the sweeps that group them.
+"""The run store's tables: runs, the metric points they stream while training, the sweeps that group them, and
+the files they write (content-addressed blobs, so a retry or a re-upload never stores the same bytes twice).
 
-The schema is created and changed only by the Alembic migrations in migrations/; these classes describe it.
+The schema is created and changed only by the Alembic migrations in store/migrations/; these classes describe it.
+A run's measurement columns are named after the fields of `RunResult` that it marks as columns, and
+`result_columns` copies a result into them by that list.
 Metric point keys: training points use the engine's names ("loss", "lr"); evaluation points are prefixed
 ("eval_accuracy", "eval_f1"), so a training and an evaluation value of the same name never collide.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import math
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+from lamp_common.result import Outcome, RunResult
+from store.status import RunStatus
+
 EVAL_PREFIX = "eval_"
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator):
@@ -31,12 +50,12 @@ class UTCDateTime(TypeDecorator):
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("naive datetime given to the store; use datetime.now(timezone.utc)")
-        return value.astimezone(timezone.utc) if value is not None else None
+        return value.astimezone(UTC) if value is not None else None
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -64,7 +83,7 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.QUEUED)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     method: Mapped[str] = mapped_column(String(32))
     model: Mapped[str] = mapped_column(String(300))
@@ -95,6 +114,9 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     artifact_dir: Mapped[str | None] = mapped_column(String(500))
     stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    submitted_by: Mapped[str | None] = mapped_column(String(200))
+    checkpoint_step: Mapped[int | None] = mapped_column(Integer)  # step of its last stored trainer state
+    resumed_from_step: Mapped[int | None] = mapped_column(Integer)  # it continued a checkpoint of this step
 
     def to_dict(self) -> dict[str, Any]:
         """Every column as JSON-ready values (datetimes as ISO strings), for `lamp status --json` and exports."""
@@ -116,3 +138,67 @@ class MetricPoint(Base):
     step: Mapped[int] = mapped_column(Integer)
     key: Mapped[str] = mapped_column(String(64))
     value: Mapped[float] = mapped_column(Float)
+
+
+class Blob(Base):
+    """The bytes of one file content, named by their SHA-256 (stored once however many runs or uploads hold it)."""
+
+    __tablename__ = "blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RunFile(Base):
+    """One file of a run's folder (`name` is its path inside it, e.g. "peft/adapter_config.json").
+
+    Its content is the blob `blob` when the store holds it; a file above the size limit stays on the disk of the
+    worker that wrote it, and `host` and `path` say where. `sha256` checks the bytes wherever they are read.
+    """
+
+    __tablename__ = "run_files"
+    __table_args__ = (UniqueConstraint("run_id", "name", name="uq_run_files_run_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(500))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    blob: Mapped[str | None] = mapped_column(ForeignKey("blobs.sha256"))
+    host: Mapped[str | None] = mapped_column(String(255))
+    path: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Upload(Base):
+    """A dataset uploaded in the dashboard or given to `lamp submit`, fetched by whichever worker trains on it."""
+
+    __tablename__ = "uploads"
+
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(500))
+    size: Mapped[int] = mapped_column(BigInteger)
+    uploaded_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+def finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities are not JSON (PostgreSQL rejects them): store them as null, inside dicts too."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def result_columns(result: RunResult) -> dict[str, Any]:
+    """The run columns a result fills (RunResult's column fields; unknown values are left out)."""
+    values = {name: json_safe(getattr(result, name)) for name in RunResult.column_names()}
+    main = result.main_metric_value
+    values.update(main_metric_value=main if finite(main) else None, step=result.steps,
+                  progress=1.0 if result.status is Outcome.COMPLETED else None)
+    return {key: value for key, value in values.items() if value is not None}

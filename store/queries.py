@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from lamp_engine.errors import LampError
+from lamp_common.errors import LampError
 from store.models import MetricPoint, Run, Sweep
 
 

@@ -12,7 +12,7 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from lamp_engine.config import RunConfig
+from lamp_engine.config import RunConfig, expand_grid
 from lamp_engine.errors import ConfigError, LampError
 from store.db import session_scope
 from store.models import Run, Sweep
@@ -83,17 +83,18 @@ def test_retry_queues_a_new_run_linked_to_its_parent(lamp_home, redis_url):
 
 
 def test_sweep_queues_every_grid_combination_after_validating_all(database_url, redis_url):
-    sweep_id, run_ids = queue.submit_sweep(tiny_config(), {"rank": [1, 2], "method": ["lamp", "pt"]}, "ablation")
+    grid = {"length": [4, 8], "method": ["lamp", "pt"]}
+    sweep_id, run_ids = queue.submit_sweep(expand_grid(tiny_config().flat(), grid), grid, "ablation")
     with session_scope() as session:
         runs = list_runs(session, ids=run_ids)
-        assert {(run.config["prompt"]["rank"], run.method) for run in runs} == {
-            (1, "lamp"), (2, "lamp"), (1, "pt"), (2, "pt")}
+        assert {(run.config["method"]["length"], run.method) for run in runs} == {
+            (4, "lamp"), (8, "lamp"), (4, "pt"), (8, "pt")}
         assert {run.sweep_id for run in runs} == {sweep_id}
-        assert session.get(Sweep, sweep_id).grid == {"rank": [1, 2], "method": ["lamp", "pt"]}
+        assert session.get(Sweep, sweep_id).grid == grid
     with pytest.raises(ConfigError, match="^rank: must be positive"):
-        queue.submit_sweep(tiny_config(), {"rank": [2, 0]}, "bad")
+        expand_grid(tiny_config().flat(), {"rank": [2, 0]})
     with pytest.raises(ConfigError, match="^colour: unknown configuration field"):
-        queue.submit_sweep(tiny_config(), {"colour": ["red"]}, "bad")
+        expand_grid(tiny_config().flat(), {"colour": ["red"]})
     assert len(rows()) == 4 and len(queue.get_queue().job_ids) == 4
 
 
@@ -116,7 +117,7 @@ def test_redis_flushed_while_queued_reconcile_fails_them_and_keeps_every_row(dat
 
 SUBMITTER = """
 import sys
-from lamp_engine.config import RunConfig
+from lamp_engine.config import RunConfig, expand_grid
 from worker.queue import submit_run
 worker = int(sys.argv[1])
 for i in range(50):
@@ -142,9 +143,11 @@ def test_cli_submit_status_runs_cancel_retry(lamp_home, redis_url):
     submitted = lamp("submit", "--model", "tiny-t5", "--task", "cb", "--rank", "3", "--length", "8")
     assert submitted.returncode == 0, submitted.stderr
     run_id = int(submitted.stdout)
+    assert submitted.stderr == (f"run {run_id} queued: lamp on tiny-t5 / cb, 219 trainable parameters, "
+                                "2 prompt tokens\n")  # 8*3 + 3 + 3*64, before any model loads
     status = lamp("status", str(run_id), "--json")
     data = json.loads(status.stdout)
-    assert (data["status"], data["task"], data["config"]["prompt"]["rank"], data["queue_position"]) == (
+    assert (data["status"], data["task"], data["config"]["method"]["rank"], data["queue_position"]) == (
         "queued", "cb", 3, 1)
     assert lamp("cancel", str(run_id)).stdout.strip() == f"run {run_id}: cancelled"
     retried = int(lamp("retry", str(run_id)).stdout)
@@ -155,9 +158,20 @@ def test_cli_submit_status_runs_cancel_retry(lamp_home, redis_url):
     assert table[0].split()[:3] == ["id", "status", "method"] and table[1].split()[:2] == [str(retried), "queued"]
 
 
+def test_cli_submit_counts_an_adapter_from_the_alias_shape_before_loading(lamp_home, redis_url):
+    lora = lamp("submit", "--model", "smollm2-135m", "--method", "lora", "--target-modules", "all-linear")
+    assert lora.returncode == 0, lora.stderr
+    assert lora.stderr == (f"run {int(lora.stdout)} queued: lora on smollm2-135m / sst2, 2,442,240 trainable "
+                           "parameters, 0 prompt tokens\n")  # PEFT's count for all seven projections, r = 8
+
+
 @pytest.mark.parametrize(("args", "env_extra", "message"), [
     (["submit", "--rank", "0"], {}, "lamp submit: rank: must be positive, got 0"),
-    (["submit", "--colour", "red"], {}, "lamp submit: unrecognized arguments: --colour red"),
+    (["submit", "--colour", "red"], {}, "lamp submit: error: unrecognized arguments: --colour red (see `lamp "
+                                        "submit --help`)"),
+    (["submit", "--method", "pt", "--pool", "4"], {}, "lamp submit: pool: applies to lamp only, not to pt"),
+    (["submit", "--task", "rte", "--verbalizers", "0=a,1=b"], {}, "lamp submit: verbalizers: applies to the custom "
+                                                                  "task only"),
     (["status", "424242"], {}, "lamp status: run 424242: no such run in the store"),
     (["submit"], {"REDIS_URL": "redis://127.0.0.1:1/0"}, "lamp submit: REDIS_URL: cannot reach Redis at"),
     (["sweep", "--grid", "rank"], {}, "lamp sweep: grid: 'rank' should look like FIELD=V1,V2"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from store.models import MetricPoint, Run, Sweep, utcnow
 from store.queries import UnknownRun, get_run, list_runs, metric_keys, metric_series, sweeps
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HEAD = "0002"
+HEAD = "0003"
 CONFIG = {"model": "tiny-t5", "task": "sst2", "prompt": {"method": "lamp"}, "train": {}, "data": {}}
 
 
@@ -34,10 +34,12 @@ def _new_run(**values) -> Run:
 def test_upgrade_creates_the_schema_on_an_empty_database(database_url):
     upgrade(database_url)
     inspector = inspect(get_engine(database_url))
-    assert set(inspector.get_table_names()) == {"alembic_version", "runs", "metric_points", "sweeps"}
+    assert set(inspector.get_table_names()) == {"alembic_version", "runs", "metric_points", "sweeps", "blobs",
+                                                 "run_files", "uploads"}
     assert _revision(database_url) == HEAD
     run_columns = {column["name"] for column in inspector.get_columns("runs")}
-    assert {"worker_host", "worker_pid", "stop_requested", "main_metric_value", "artifact_dir"} <= run_columns
+    assert {"worker_host", "worker_pid", "stop_requested", "main_metric_value", "artifact_dir", "submitted_by",
+            "checkpoint_step", "resumed_from_step"} <= run_columns
     assert {index["name"] for index in inspector.get_indexes("runs")} == {"ix_runs_status", "ix_runs_created_at"}
     assert [index["column_names"] for index in inspector.get_indexes("metric_points")] == [["run_id", "key", "step"]]
 
@@ -75,7 +77,7 @@ def test_rows_round_trip_with_utc_times_and_queries(database_url):
         ids = (first.id, second.id)
     with session_scope() as session:
         run = get_run(session, ids[0])
-        assert run.created_at.tzinfo == timezone.utc and run.config == CONFIG
+        assert run.created_at.tzinfo == UTC and run.config == CONFIG
         assert [r.id for r in list_runs(session)] == [ids[1], ids[0]]
         assert [r.id for r in list_runs(session, status="succeeded")] == [ids[1]]
         assert [r.id for r in list_runs(session, ids=[ids[0]], limit=1)] == [ids[0]]
@@ -93,14 +95,14 @@ def test_sqlite_store_uses_wal_and_a_busy_timeout(lamp_home):
     assert (lamp_home / "lamp.db").exists()
 
 
-def test_artifact_paths_only_resolve_recorded_files_inside_lamp_home(lamp_home):
+def test_artifact_paths_only_resolve_files_inside_the_run_folder(lamp_home):
     folder = lamp_home / "runs" / "1"
     folder.mkdir(parents=True)
     (folder / "result.json").write_text("{}")
     (lamp_home / "secret.txt").write_text("no")
     run = _new_run(id=1, artifact_dir="runs/1", status="succeeded")
     assert artifact_path(run, "result.json") == (folder / "result.json").resolve()
-    with pytest.raises(ArtifactError, match="not a run file"):
+    with pytest.raises(ArtifactError, match="points outside the run folder"):
         artifact_path(run, "../../secret.txt")
     with pytest.raises(ArtifactError, match="was not written"):
         artifact_path(run, "dispersion.json")

@@ -11,27 +11,23 @@ import json
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 
-from lamp_engine.cli import add_config_arguments, config_from_args, flag_type
-from lamp_engine.config import SECTIONS, RunConfig
-from lamp_engine.errors import ConfigError, LampError
-from store.artifacts import PROMPT_FILES, run_dir
+from lamp_common.cli import OneLineParser
+from lamp_common.errors import LampError
+from lamp_engine.cli import add_config_arguments, add_protocol_argument, config_from_args, config_values
+from lamp_engine.config import RunConfig, expand_grid, flat_fields
+from lamp_engine.errors import ConfigError
+from store.artifacts import INTERNAL_FILES, run_dir
 from store.db import session_scope
+from store.files import materialise_run, stored_files
 from store.queries import get_run, list_runs
+from store.status import RunStatus
 from worker import queue
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line naming what is wrong (exit code 2, as argparse does)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
 def _parse_bool(text: str) -> bool:
@@ -43,20 +39,9 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean (use true or false)")
 
 
-def _grid_parsers() -> dict[str, Callable[[str], Any]]:
-    """The value parser of every flat config field, typed as `lamp train`'s flags are."""
-    parsers: dict[str, Callable[[str], Any]] = {}
-    for kind in (RunConfig, *SECTIONS.values()):
-        for item in fields(kind):
-            if item.name not in SECTIONS:
-                found = flag_type(str(item.type))
-                parsers[item.name] = _parse_bool if found == "bool" else found
-    return parsers
-
-
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     """--grid rank=4,8,16 --grid method=lamp,pt -> {"rank": [4, 8, 16], "method": ["lamp", "pt"]}."""
-    known = _grid_parsers()
+    known = flat_fields()
     grid: dict[str, list[Any]] = {}
     for item in items:
         key, sep, values = item.partition("=")
@@ -65,8 +50,9 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
             raise ConfigError(f"grid: {item!r} should look like FIELD=V1,V2 (e.g. rank=4,8,16)")
         if key not in known:
             raise ConfigError(f"{key}: unknown configuration field in --grid")
+        parse = _parse_bool if known[key].kind is bool else known[key].kind
         try:
-            grid[key] = [known[key](value.strip()) for value in values.split(",")]
+            grid[key] = [parse(value.strip()) for value in values.split(",")]
         except ValueError as exc:
             raise ConfigError(f"{key}: bad grid value ({exc})") from None
     return grid
@@ -77,12 +63,24 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    print(queue.submit_run(config_from_args(args), job_timeout=args.timeout))
+    """Prints the run's id (for scripts) and, on stderr, what it will train before any model loads."""
+    config = config_from_args(args)
+    run_id = queue.submit_run(config, job_timeout=args.timeout)
+    print(run_id)
+    print(f"run {run_id} queued: {config.method.name} on {config.model} / {config.task}, {describe_cost(config)}",
+          file=sys.stderr)
     return 0
 
 
+def describe_cost(config: RunConfig) -> str:
+    count = config.trainable_params_before_loading()
+    params = f"{count:,} trainable parameters" if count is not None else "trainable parameters known once it loads"
+    return f"{params}, {config.method.prompt_tokens} prompt tokens"
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
-    sweep_id, run_ids = queue.submit_sweep(config_from_args(args), parse_grid(args.grid), args.name)
+    grid = parse_grid(args.grid)
+    sweep_id, run_ids = queue.submit_sweep(expand_grid(config_values(args), grid), grid, args.name)
     print(f"sweep {sweep_id}: runs {' '.join(map(str, run_ids))}")
     return 0
 
@@ -94,7 +92,7 @@ def _describe(run_dict: dict[str, Any]) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     with session_scope() as session:
         data = get_run(session, args.run_id).to_dict()
-    if data["status"] == "queued":
+    if data["status"] == RunStatus.QUEUED:
         data["queue_position"] = queue.queue_position(args.run_id)
     if args.json:
         _print_json(data)
@@ -117,10 +115,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
         _print_json(rows)
         return 0
     print(f"{'id':>5}  {'status':<9}  {'method':<8}  {'model':<16}  {'task':<8}  {'progress':>8}  {'metric':<18}  "
-          "created")
+          f"{'created':<19}  by")
     for row in rows:
         print(f"{row['id']:>5}  {row['status']:<9}  {row['method']:<8}  {row['model'][:16]:<16}  "
-              f"{row['task'][:8]:<8}  {row['progress']:>8.0%}  {_main_metric(row):<18}  {row['created_at'][:19]}")
+              f"{row['task'][:8]:<8}  {row['progress']:>8.0%}  {_main_metric(row):<18}  {row['created_at'][:19]}  "
+              f"{row['submitted_by'] or ''}")
     return 0
 
 
@@ -134,22 +133,32 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    """Copy the recorded prompt files of a run (never any other path) to a folder."""
-    with session_scope() as session:
-        run = get_run(session, args.run_id)
-        source = run_dir(run)
-    present = [name for name in PROMPT_FILES if (source / name).exists()]
-    if not present:
-        raise LampError(f"run {args.run_id}: no prompt files in {source} (status {run.status})")
-    target = Path(args.to or f"lamp-run-{args.run_id}")
-    target.mkdir(parents=True, exist_ok=True)
-    for name in present:
+def _copy_local_folder(source: Path, target: Path) -> list[str]:
+    """A run that ended before files moved into the store: copy its local folder (never a path outside it)."""
+    names = [path.name for path in sorted(source.iterdir())
+             if path.name not in INTERNAL_FILES and not path.is_symlink()] if source.is_dir() else []
+    for name in names:
         if (source / name).is_dir():
             shutil.copytree(source / name, target / name, dirs_exist_ok=True)
         else:
             shutil.copy2(source / name, target / name)
+    return names
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a run's files (all but the trainer state and the dispersion data) to a folder, from the store."""
+    with session_scope() as session:
+        run = get_run(session, args.run_id)
+        stored = [f for f in stored_files(session, run.id) if f.top not in INTERNAL_FILES]
+        source, status = run_dir(run), run.status
+    target = Path(args.to or f"lamp-run-{args.run_id}")
+    target.mkdir(parents=True, exist_ok=True)
+    problems = materialise_run(args.run_id, target, skip=INTERNAL_FILES) if stored else []
+    if not stored and not _copy_local_folder(source, target):
+        raise LampError(f"run {args.run_id}: no files stored (status {status}); they are stored when it ends")
     print(target)
+    if problems:
+        raise LampError("; ".join(problems))
     return 0
 
 
@@ -160,16 +169,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0 if start_worker(queues, burst=args.burst, gpu=args.gpu, name=args.name) else 1
 
 
-def _run_id_parser(name: str, help_text: str) -> _Parser:
-    parser = _Parser(prog=f"lamp {name}", description=help_text)
+def _run_id_parser(name: str, help_text: str) -> OneLineParser:
+    parser = OneLineParser(prog=f"lamp {name}", description=help_text)
     parser.add_argument("run_id", type=int, help="run id (see `lamp runs`)")
     return parser
 
 
-def build_parser(name: str) -> _Parser:
+def build_parser(name: str) -> OneLineParser:
     """The parser of one subcommand (each is invoked as its own `lamp NAME`)."""
     if name in ("submit", "sweep"):
-        parser = _Parser(prog=f"lamp {name}", description="queue runs for a worker; prints the ids")
+        parser = OneLineParser(prog=f"lamp {name}", description="queue runs for a worker; prints the ids")
+        add_protocol_argument(parser)
         add_config_arguments(parser)
         parser.add_argument("--timeout", type=int, default=queue.DEFAULT_JOB_TIMEOUT_S,
                             help="seconds a run may take before the worker stops it")
@@ -191,12 +201,12 @@ def build_parser(name: str) -> _Parser:
             parser.add_argument("--to", help="target folder (default ./lamp-run-ID)")
         return parser
     if name == "runs":
-        parser = _Parser(prog="lamp runs", description="list runs, newest first")
+        parser = OneLineParser(prog="lamp runs", description="list runs, newest first")
         parser.add_argument("--json", action="store_true", help="print the rows as JSON")
-        parser.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "cancelled"))
+        parser.add_argument("--status", choices=list(RunStatus))
         parser.add_argument("--limit", type=int, default=50, help="how many runs (default 50)")
         return parser
-    parser = _Parser(prog="lamp worker", description="run jobs from the queue (one worker per GPU)")
+    parser = OneLineParser(prog="lamp worker", description="run jobs from the queue (one worker per GPU)")
     parser.add_argument("--queue", default=",".join(queue.DEFAULT_QUEUES),
                         help="comma-separated queue names, in priority order")
     parser.add_argument("--burst", action="store_true", help="exit once the queues are empty")

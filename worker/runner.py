@@ -7,12 +7,18 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Sequence
 
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
 from store.db import ensure_schema
+from store.settings import store_patience_s, stored_file_limit
+from worker.checkpoints import CheckpointPolicy
 from worker.connection import redis_connection
 from worker.queue import DEFAULT_QUEUES, reconcile
 
@@ -35,12 +41,43 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def wait_for_redis(connection: Redis, patience_s: float) -> None:
+    """Return once Redis answers; after patience_s, let its error end the worker."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            connection.ping()
+            return
+        except (RedisConnectionError, RedisTimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
 class LampWorker(Worker):
     """An RQ worker whose horses die with it, and which reconciles the store whenever RQ runs maintenance."""
 
     def main_work_horse(self, job, queue) -> None:  # type: ignore[no-untyped-def]
         die_with_parent(self.pid)
         super().main_work_horse(job, queue)
+
+    def maintain_heartbeats(self, job, execution) -> None:  # type: ignore[no-untyped-def]
+        """While a horse trains, a Redis that is briefly away skips a heartbeat instead of ending the worker (and
+        with it the run); the next heartbeat, every HEARTBEAT_EVERY_S, tries again."""
+        try:
+            super().maintain_heartbeats(job, execution)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self.log.warning("heartbeat skipped, Redis is unreachable (%s); the run goes on", exc)
+
+    def execute_job(self, job, queue) -> None:  # type: ignore[no-untyped-def]
+        """A Redis that is away when a run ends costs RQ's bookkeeping of that job, not the worker: the run's
+        outcome is already in the store, and the job's stale entry is cleaned by RQ's maintenance. The worker
+        waits for Redis (up to LAMP_STORE_PATIENCE_S), then takes the next job."""
+        try:
+            super().execute_job(job, queue)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self.log.warning("job %s ended while Redis was unreachable (%s); waiting for Redis", job.id, exc)
+            wait_for_redis(self.connection, store_patience_s())
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
@@ -51,6 +88,13 @@ class LampWorker(Worker):
             return
         if marked:
             self.log.warning("reconcile marked runs failed: %s", ", ".join(map(str, marked)))
+
+
+def check_settings() -> None:
+    """Read every setting the runs use, so a bad value stops the worker at start in one line, not a run later."""
+    CheckpointPolicy.from_env()
+    stored_file_limit()
+    store_patience_s()
 
 
 def worker_name(gpu: str | None) -> str:
@@ -67,6 +111,7 @@ def start_worker(queues: Sequence[str] = DEFAULT_QUEUES, burst: bool = False, gp
     """
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    check_settings()
     ensure_schema()
     connection = redis_connection()
     reconcile(connection)

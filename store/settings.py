@@ -1,0 +1,62 @@
+"""Numbers an operator sets through the environment, each read and checked in one place.
+
+A bad value stops the process that reads it with one line naming the variable and what it accepts, instead of
+a traceback in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+
+from lamp_common.errors import LampError
+
+MB = 1024 * 1024
+
+
+class SettingError(LampError):
+    """An environment variable holds a value its reader cannot use."""
+
+
+def env_number(name: str, default: float, minimum: float = 0.0) -> float:
+    """The variable as a number >= minimum, or `default` when it is unset or empty."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return float(default)
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingError(f"{name}: {text!r} is not a number; set a number >= {minimum:g} or unset it "
+                           f"(default {default:g})") from None
+    if value < minimum:
+        raise SettingError(f"{name}: {value:g} is below {minimum:g}; set a number >= {minimum:g} or unset it "
+                           f"(default {default:g})")
+    return value
+
+
+def stored_file_limit() -> int:
+    """Bytes above which a run file stays on its worker's disk instead of the store (LAMP_MAX_STORED_FILE_MB)."""
+    return int(env_number("LAMP_MAX_STORED_FILE_MB", 256) * MB)
+
+
+def store_patience_s() -> float:
+    """How long a worker keeps retrying a write while the store is unreachable (LAMP_STORE_PATIENCE_S)."""
+    return env_number("LAMP_STORE_PATIENCE_S", 600)
+
+
+def host_name() -> str:
+    """This host's name as recorded with the files kept on its disk (LAMP_HOST, else the machine's hostname).
+
+    A container's hostname is a random id; LAMP_HOST gives the name an operator would look for.
+    """
+    return os.environ.get("LAMP_HOST", "").strip() or socket.gethostname()
+
+
+def os_user() -> str:
+    """Who runs this process: the submitter recorded for runs queued from the command line or a loopback
+    dashboard."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        return f"uid {os.getuid()}"
