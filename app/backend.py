@@ -2,24 +2,48 @@
 
 Views get run rows as dicts (detached from the session, cheap to pass to pure table and chart builders). Queue
 calls that need Redis report an unreachable Redis as `QueueUnavailable`, so a page still shows the store's data.
+Run files come from the store, whichever host wrote them; a file that cannot be read (corrupted, or kept on
+another host's disk) is one line saying so, and the run's other files still load. Runs that ended before files
+moved into the store are read from this host's LAMP_HOME.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from redis.exceptions import RedisError
 
+from app import files
 from app.forms import LaunchRequest
+from lamp_engine.config import RunConfig
 from store import queries
 from store.artifacts import ArtifactError, artifact_path
-from store.db import ensure_schema, session_scope
+from store.db import ensure_schema, lamp_home, session_scope
+from store.files import (
+    RunFileError,
+    StoredFile,
+    fetch_upload,
+    is_upload,
+    read_run_file,
+    read_run_folder,
+    store_upload,
+    stored_files,
+)
 from store.models import Run
+from store.status import RunStatus
 from worker.connection import QueueUnavailable
 
 RECORD_FIELDS = tuple(column.key for column in Run.__table__.columns)
+USER_KEY = "lamp.user"  # the session's logged-in user
 __all__ = ["QueueUnavailable"]
+log = logging.getLogger(__name__)
 
 
 def ensure_store() -> None:
@@ -31,7 +55,7 @@ def record(run: Run) -> dict[str, Any]:
     return {name: getattr(run, name) for name in RECORD_FIELDS}
 
 
-def load_runs(ids: list[int] | None = None, status: str | None = None,
+def load_runs(ids: list[int] | None = None, status: str | Iterable[str] | None = None,
               limit: int | None = None) -> list[dict[str, Any]]:
     with session_scope() as session:
         return [record(run) for run in queries.list_runs(session, limit=limit, status=status, ids=ids)]
@@ -60,12 +84,23 @@ def metric_keys(run_ids: list[int]) -> list[str]:
         return queries.metric_keys(session, run_ids)
 
 
-def _queue_call(function_name: str, *args: Any) -> Any:
+def submitter() -> str | None:
+    """Who is logged in to this dashboard session (app/login.py keeps it), recorded with the runs it submits;
+    None outside a page run (the queue then records this process's user)."""
+    import streamlit as st
+
+    try:
+        return st.session_state.get(USER_KEY)
+    except Exception:  # noqa: BLE001 - no Streamlit session here (a test or a script calling the backend)
+        return None
+
+
+def _queue_call(function_name: str, *args: Any, **kwargs: Any) -> Any:
     """Call a worker.queue helper, turning a Redis outage into one readable error."""
     from worker import queue
 
     try:
-        return getattr(queue, function_name)(*args)
+        return getattr(queue, function_name)(*args, **kwargs)
     except (RedisError, ConnectionError) as exc:
         raise QueueUnavailable(f"queue: lost Redis ({exc}); check that it runs (REDIS_URL), then reload") from None
 
@@ -73,7 +108,7 @@ def _queue_call(function_name: str, *args: Any) -> Any:
 def queue_positions(records: list[dict[str, Any]]) -> dict[int, int]:
     positions = {}
     for r in records:
-        if r["status"] == "queued":
+        if r["status"] == RunStatus.QUEUED:
             position = _queue_call("queue_position", r["id"])
             if position is not None:
                 positions[r["id"]] = position
@@ -86,10 +121,9 @@ def workers_up() -> list[dict[str, Any]]:
 
 def submit(request: LaunchRequest, name: str) -> list[int]:
     """Enqueue the request's runs (validated first): one run, or a sweep over its grid. Returns the run ids."""
-    configs = request.configs()
     if not request.is_sweep:
-        return [_queue_call("submit_run", configs[0])]
-    _, run_ids = _queue_call("submit_sweep", request.base_config(), request.grid, name)
+        return [_queue_call("submit_run", request.configs[0], submitted_by=submitter())]
+    _, run_ids = _queue_call("submit_sweep", request.configs, request.grid, name, submitted_by=submitter())
     return list(run_ids)
 
 
@@ -98,7 +132,7 @@ def cancel(run_id: int) -> str:
 
 
 def retry(run_id: int) -> int:
-    return _queue_call("retry_run", run_id)
+    return _queue_call("retry_run", run_id, submitted_by=submitter())
 
 
 def ask_prediction(run_id: int, text: str) -> str:
@@ -109,10 +143,106 @@ def prediction(job_id: str) -> dict[str, Any] | None:
     return _queue_call("prediction_result", job_id)
 
 
-def run_file(record: dict[str, Any], name: str) -> Path | None:
-    """A recorded file of a run (result.json, prompt.safetensors, peft, dispersion.json), None if not there."""
+def store_upload_file(content: bytes, name: str) -> str:
+    """Keep an uploaded dataset in the store (once per content); returns the reference a run's config names, which
+    any worker on any host fetches."""
+    with session_scope() as session:
+        return store_upload(session, content, name, uploaded_by=submitter())
+
+
+def with_local_uploads(config: RunConfig) -> RunConfig:
+    """The config with its uploaded files fetched into this host's cache (to count a run's examples here)."""
+    names = [f.name for f in dataclasses.fields(config.data) if is_upload(getattr(config.data, f.name))]
+    if not names:
+        return config
+    with session_scope() as session:
+        local = {name: str(fetch_upload(session, getattr(config.data, name), lamp_home() / "uploads"))
+                 for name in names}
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, **local))
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """One entry of a run's folder as the run page offers it: a file, or a folder of files (downloaded as a zip)."""
+
+    name: str
+    size: int
+    is_folder: bool
+    elsewhere: str | None = None  # where it lies, when a worker's disk keeps it (above the store's size limit)
+
+
+@dataclass(frozen=True)
+class FileRead:
+    """The bytes of a run file, or one line saying why they cannot be had here."""
+
+    content: bytes | None = None
+    problem: str | None = None
+
+
+def _stored(run_id: int) -> list[StoredFile]:
+    with session_scope() as session:
+        return stored_files(session, run_id)
+
+
+def run_entries(record: dict[str, Any]) -> list[RunEntry]:
+    """The top-level files and folders the store holds for a run, in name order."""
+    entries: dict[str, list[StoredFile]] = {}
+    for file in _stored(record["id"]):
+        entries.setdefault(file.top, []).append(file)
+    return [RunEntry(name, sum(f.size for f in group), is_folder=group[0].name != name,
+                     elsewhere=next((f.where(record["id"]) for f in group if not f.in_store), None))
+            for name, group in entries.items()]
+
+
+def _local_file(record: dict[str, Any], name: str) -> Path | None:
+    """A file of a run that ended before files moved into the store, from this host's LAMP_HOME."""
     row = Run(id=record["id"], status=record["status"], artifact_dir=record.get("artifact_dir"))
     try:
         return artifact_path(row, name)
     except ArtifactError:
         return None
+
+
+def fetch_run_file(record: dict[str, Any], name: str) -> FileRead:
+    """One file of a run (`name` a folder: a zip of its files), checked against its recorded SHA-256."""
+    run_id = record["id"]
+    group = [f for f in _stored(run_id) if f.top == name]
+    if not group:
+        path = _local_file(record, name)
+        return FileRead(None if path is None else files.zip_folder(path) if path.is_dir() else path.read_bytes())
+    try:
+        with session_scope() as session:
+            if len(group) == 1 and group[0].name == name:
+                return FileRead(read_run_file(session, run_id, name))
+            return FileRead(files.zip_files(name, read_run_folder(session, run_id, name)))
+    except RunFileError as exc:
+        log.warning("%s", exc)
+        return FileRead(problem=str(exc))
+
+
+def read_run_bytes(record: dict[str, Any], name: str) -> bytes | None:
+    """The content of one run file (a folder as a zip of its files), None when the run has none or it cannot be
+    read here (`fetch_run_file` says why)."""
+    return fetch_run_file(record, name).content
+
+
+@lru_cache(maxsize=256)
+def _parsed_json(run_id: int, name: str, sha256: str) -> dict[str, Any]:
+    """A stored JSON file parsed once per content (the views re-run every few seconds)."""
+    with session_scope() as session:
+        return json.loads(read_run_file(session, run_id, name))
+
+
+def read_run_json(record: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """A run's JSON file, parsed; None when missing or unreadable (a corrupted file is logged in one line)."""
+    stored = next((f for f in _stored(record["id"]) if f.name == name), None)
+    if stored is None:
+        path = _local_file(record, name)
+        return files.read_json(path) if path else None
+    try:
+        return _parsed_json(record["id"], name, stored.sha256)
+    except RunFileError as exc:
+        log.warning("%s", exc)
+    except ValueError:
+        log.warning("run %s: %s is not valid JSON", record["id"], name)
+    return None

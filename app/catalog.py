@@ -1,7 +1,7 @@
-"""What the launch form offers: model aliases with their hidden sizes, the task list and the presets.
+"""What the launch form offers: the model aliases, the task list and the presets.
 
-Kept free of torch: the hidden sizes of the aliases come from the engine's config module, so the form can show
-the trainable-parameter count before any model is loaded.
+Kept free of torch: the aliases' hidden sizes come from the engine's alias table, so the form can show the
+trainable-parameter count before any model is loaded.
 """
 
 from __future__ import annotations
@@ -10,15 +10,13 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from lamp_engine.config import ALIAS_HIDDEN_SIZES
+from lamp_engine.config import PROTOCOLS
 from lamp_engine.config import default_data_dir as config_default_data_dir
 
-MODEL_HIDDEN_SIZES: dict[str, int] = ALIAS_HIDDEN_SIZES
 OTHER_MODEL = "other (hub id or local folder)"
 CUSTOM_TASK = "custom (upload CSV/JSONL)"
+DEFAULT_MODEL = "minilm-l6"  # the README's first run: an offline model that learns in a minute on a CPU
 FALLBACK_TASKS = ("sst2", "cb", "rte")
-
-SWEEP_FIELDS = ("method", "length", "rank", "pool", "seed", "task")
 
 
 @functools.cache
@@ -38,7 +36,7 @@ def default_data_dir() -> str:
 
 @dataclass(frozen=True)
 class Preset:
-    """Form values a preset sets; `grid` (flat field -> values) makes it a sweep."""
+    """Form values a preset sets (flat config fields); `grid` (flat field -> values) makes it a sweep."""
 
     name: str
     description: str
@@ -46,19 +44,34 @@ class Preset:
     grid: dict[str, list[Any]] = field(default_factory=dict)
 
 
-PAPER_LAMP = {"method": "lamp", "length": 100, "rank": 8, "pool": 4, "q_init": "balanced", "batch_size": 16,
-              "weight_decay": 1e-5, "max_source_length": 256}
+PAPER_TRAINING = {"batch_size": 16, "weight_decay": 1e-5, "max_source_length": 256}
+LAMP_BALANCED = {**PAPER_TRAINING, "method": "lamp", "length": 100, "rank": 8, "pool": 4, "q_init": "balanced"}
+LR_NOTE = "learning rate: the backbone family's default (the paper's 0.3 was tuned on T5)"
 
 PRESETS: tuple[Preset, ...] = (
-    Preset("LAMP, paper defaults", "l = 100, r = 8, batch 16, max source 256, pool p = 4 (25 prompt tokens; the "
-           "paper leaves p open, docs/benchmarks.md measures it); learning rate from the backbone's default (the "
-           "paper's 0.3 was tuned on T5)", PAPER_LAMP),
-    Preset("PT baseline", "vanilla prompt tuning, l = 100 (Lester et al. 2021)",
-           {**PAPER_LAMP, "method": "pt"}),
-    Preset("rank sweep 4-20", "LAMP at r = 4, 8, 12, 16, 20 (paper Figure 4)", PAPER_LAMP,
+    Preset("LAMP (balanced Q = sqrt(S), our default)",
+           "l = 100, r = 8, pool p = 4 (25 prompt tokens), Q = sqrt(S), so the first prompt is exactly the rank-r "
+           "truncation of the vocabulary prompt P; measured as accurate as the paper's Q = S (docs/benchmarks.md). "
+           f"Batch 16, source 256, weight decay 1e-5 as the paper; {LR_NOTE}", LAMP_BALANCED),
+    Preset("LAMP (paper, literal Q = S)",
+           "l = 100, r = 8, Q = S as the paper writes it, so the first prompt is U S^2 V^T (not P's truncation); "
+           "pool p = 4, which the paper does not state. Batch 16, source 256, weight decay 1e-5; " + LR_NOTE,
+           {**LAMP_BALANCED, "q_init": "paper"}),
+    Preset("PT (Lester et al., 2021)", f"vanilla prompt tuning, l = 100; {LR_NOTE}",
+           {**PAPER_TRAINING, "method": "pt", "length": 100}),
+    Preset("DPT (Xiao et al., 2023)", "A (100 x 10) B (10 x d), both uniform in (-0.5, 0.5), as DPT's code",
+           {**PAPER_TRAINING, "method": "dpt", "length": 100, "bottleneck": 10}),
+    Preset("DePT (Shi and Lipani, 2024)", "a 60-token prompt and a low-rank update of the text's embeddings "
+           "within PT's budget at l = 100, the pair at its own learning rate 1e-4, as DePT's code",
+           {**PAPER_TRAINING, "method": "dept", "length": 100, "dept_length": 60, "rank": None, "pair_lr": 1e-4}),
+    Preset("Residual PT (Razdaibiedina et al., 2023)", "l = 100 through a shared MLP with bottleneck 400 "
+           "(the paper's 462K / 693K / 925K)", {**PAPER_TRAINING, "method": "residual", "length": 100,
+                                                "bottleneck": 400}),
+    Preset("paper protocol (training only)", PROTOCOLS["paper"].description, PROTOCOLS["paper"].values),
+    Preset("rank sweep 4-20", "LAMP at r = 4, 8, 12, 16, 20 (paper Figure 4)", LAMP_BALANCED,
            {"rank": [4, 8, 12, 16, 20]}),
-    Preset("length sweep 20/100/200", "LAMP at l = 20, 100, 200", PAPER_LAMP, {"length": [20, 100, 200]}),
-    Preset("pooling sweep 1/2/4", "LAMP average pooling p = 1, 2, 4 (l/p prompt tokens)", PAPER_LAMP,
+    Preset("length sweep 20/100/200", "LAMP at l = 20, 100, 200", LAMP_BALANCED, {"length": [20, 100, 200]}),
+    Preset("pooling sweep 1/2/4", "LAMP average pooling p = 1, 2, 4 (l/p prompt tokens)", LAMP_BALANCED,
            {"pool": [1, 2, 4]}),
 )
 

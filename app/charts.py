@@ -8,20 +8,26 @@ import pandas as pd
 CURVE_COLUMNS = ["run", "step", "value"]
 
 
-def curves_frame(series: list[tuple[int, int, float]], labels: dict[int, str]) -> pd.DataFrame:
-    """(run id, step, value) triples from the store -> a long frame with each run's readable label."""
+def curves_frame(series: list[tuple[int, int, float]], labels: dict[int, str],
+                 seconds: list[tuple[int, int, float]] | None = None) -> pd.DataFrame:
+    """(run id, step, value) triples from the store -> a long frame with each run's readable label; with
+    `seconds` (run id, step, seconds of training), only the points that have a time, with it."""
     frame = pd.DataFrame(series, columns=["run_id", "step", "value"])
     frame["run"] = frame["run_id"].map(labels).fillna(frame["run_id"].map(lambda i: f"#{i}"))
-    return frame[CURVE_COLUMNS]
+    if seconds is None:
+        return frame[CURVE_COLUMNS]
+    times = pd.DataFrame(seconds, columns=["run_id", "step", "seconds"])
+    return frame.merge(times, on=["run_id", "step"])[[*CURVE_COLUMNS, "seconds"]]
 
 
-def curves_chart(frame: pd.DataFrame, metric: str = "loss", height: int = 260) -> alt.Chart:
-    """Training curves of one or more runs overlaid, one colour per run."""
+def curves_chart(frame: pd.DataFrame, metric: str = "loss", height: int = 260, x: str = "step") -> alt.Chart:
+    """Training curves of one or more runs overlaid, one colour per run; against steps, or seconds of training."""
+    title = "seconds of training" if x == "seconds" else "step"
     return (
-        alt.Chart(frame, title=f"{metric} per step")
+        alt.Chart(frame, title=f"{metric} per {'second of training' if x == 'seconds' else 'step'}")
         .mark_line(point=len(frame) <= 60)
         .encode(
-            x=alt.X("step:Q", title="step"),
+            x=alt.X(f"{x}:Q", title=title),
             y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
             color=alt.Color("run:N", title="run"),
             tooltip=["run:N", "step:Q", alt.Tooltip("value:Q", format=".4f")],
@@ -31,19 +37,24 @@ def curves_chart(frame: pd.DataFrame, metric: str = "loss", height: int = 260) -
     )
 
 
-def dispersion_chart(points: pd.DataFrame, projection: str) -> alt.FacetChart:
-    """The paper's Figure 1/6: prompt tokens projected to 2-D, before (top) and after (bottom) training,
-    one column per method (PT next to LAMP), coloured by run."""
-    base = alt.Chart(points).mark_circle(size=60, opacity=0.75).encode(
-        x=alt.X("x:Q", title=f"{projection.upper()} 1", scale=alt.Scale(zero=False)),
-        y=alt.Y("y:Q", title=f"{projection.upper()} 2", scale=alt.Scale(zero=False)),
-        color=alt.Color("run:N", title="run"),
-        tooltip=["run:N", "phase:N", "token:Q", alt.Tooltip("x:Q", format=".3f"), alt.Tooltip("y:Q", format=".3f")],
-    ).properties(width=280, height=240)
-    return base.facet(
-        row=alt.Row("phase:N", title=None, sort=["before", "after"]),
-        column=alt.Column("method:N", title=None, sort=["PT", "LAMP"]),
-    ).resolve_scale(x="independent", y="independent")
+def joint_dispersion_chart(points: pd.DataFrame, projection: str) -> alt.Chart:
+    """The paper's Figure 6: the prompt tokens of every run in one projection, on one pair of shared axes, one
+    colour per run (and one shape per phase), so the spread of the points is what the eye compares."""
+    name = {"pca": "PCA", "tsne": "t-SNE"}[projection]
+    return (
+        alt.Chart(points, title=f"prompt tokens, one {name} fit over all runs (shared axes)")
+        .mark_point(size=60, opacity=0.8, filled=True)
+        .encode(
+            x=alt.X("x:Q", title=f"{name} 1", scale=alt.Scale(zero=False)),
+            y=alt.Y("y:Q", title=f"{name} 2", scale=alt.Scale(zero=False)),
+            color=alt.Color("run:N", title="run"),
+            shape=alt.Shape("phase:N", title="phase", sort=["before", "after"]),
+            tooltip=["run:N", "phase:N", "token:Q", alt.Tooltip("x:Q", format=".3f"),
+                     alt.Tooltip("y:Q", format=".3f")],
+        )
+        .properties(height=460)
+        .interactive()
+    )
 
 
 def ratio_chart(ratios: pd.DataFrame) -> alt.Chart:

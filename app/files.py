@@ -1,4 +1,5 @@
-"""Reading a run's files for the views: JSON parsed once per file version, the PEFT folder zipped in memory."""
+"""Run files for the views: a stored folder's files zipped in memory; a local JSON file (a run that ended before
+files moved into the store) parsed once per file version."""
 
 from __future__ import annotations
 
@@ -30,4 +31,13 @@ def zip_folder(folder: Path) -> bytes:
         for path in sorted(folder.rglob("*")):
             if path.is_file():
                 archive.write(path, Path(folder.name) / path.relative_to(folder))
+    return buffer.getvalue()
+
+
+def zip_files(folder: str, contents: dict[str, bytes]) -> bytes:
+    """Files of one folder of a run (names "peft/x.json", as the store keeps them) as a zip archive."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(contents):
+            archive.writestr(name if name.startswith(f"{folder}/") else f"{folder}/{name}", contents[name])
     return buffer.getvalue()

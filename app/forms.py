@@ -1,18 +1,20 @@
 """The launch form's logic without Streamlit: parse list fields, expand a sweep, validate with the engine.
 
-Validation is the engine's own (`RunConfig.from_flat`, `PromptConfig.check_hidden_size`), so the dashboard shows
-the same message the command line would, and nothing is enqueued unless every run of the request is valid.
+Validation and sweep expansion are the engine's own (`lamp_engine.config.expand_grid`), so the dashboard shows the
+same message the command line would, and nothing is enqueued unless every run of the request is valid.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
-from lamp_engine.config import ConfigError, RunConfig
-
-INT_FIELDS = {"length", "rank", "pool", "seed"}
+from lamp_common.errors import LampError
+from lamp_engine.aliases import ModelShape
+from lamp_engine.config import ConfigError, RunConfig, expand_grid
 
 
 def parse_list(name: str, text: str, kind: type = int) -> list[Any]:
@@ -33,28 +35,24 @@ class LaunchRequest:
 
     values: dict[str, Any]
     grid: dict[str, list[Any]] = field(default_factory=dict)
-    hidden_size: int | None = None
+    shape: ModelShape | None = None  # the model's, where known before loading (an alias, or a hub model's d)
 
     @property
     def is_sweep(self) -> bool:
-        return len(self.points()) > 1
-
-    def base_config(self) -> RunConfig:
-        return RunConfig.from_flat(self.values)
+        return len(self.configs) > 1
 
     def points(self) -> list[dict[str, Any]]:
         """The grid's combinations (flat overrides), one per run; [{}] for a single run."""
         keys = list(self.grid)
         return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*self.grid.values())]
 
+    @cached_property
     def configs(self) -> list[RunConfig]:
-        """Every run of the request, validated; raises the engine's ConfigError for the first invalid one."""
-        configs = []
-        for point in self.points():
-            config = RunConfig.from_flat({**self.values, **point})
-            if self.hidden_size:
-                config.prompt.check_hidden_size(self.hidden_size)
-            configs.append(config)
+        """Every run of the request, validated once; raises the engine's ConfigError for the first invalid one."""
+        configs = expand_grid(self.values, self.grid)
+        if self.shape:
+            for config in configs:
+                config.method.check_model(self.shape)
         return configs
 
 
@@ -62,12 +60,29 @@ def describe_point(point: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in point.items()) or "single run"
 
 
-def preview_rows(request: LaunchRequest) -> list[dict[str, Any]]:
-    """One row per run: what varies, prompt tokens fed to the model, and trainable prompt parameters."""
+def training_examples(config: RunConfig) -> int | None:
+    """How many examples the run will train on, read from its task as the engine reads it (no model, no torch);
+    None when the data cannot be read here (a hub task offline, a missing file): the run says why when it starts."""
+    from lamp_engine.tasks import get_task
+
+    try:
+        return len(get_task(config.task).load(config.data, config.train.seed).train)
+    except LampError:
+        return None
+
+
+def preview_rows(request: LaunchRequest,
+                 examples_of: Callable[[RunConfig], int | None] = training_examples) -> list[dict[str, Any]]:
+    """One row per run: what varies, prompt tokens fed to the model, trainable parameters, and how many optimizer
+    steps and evaluations it will take."""
     rows = []
-    for point, config in zip(request.points(), request.configs(), strict=True):
-        d = request.hidden_size
-        params = config.prompt.trainable_params(d, config.train.max_source_length) if d else None
-        rows.append({"run": describe_point(point), "method": config.prompt.method,
-                     "prompt tokens": config.prompt.prompt_tokens, "trainable params": params})
+    for point, config in zip(request.points(), request.configs, strict=True):
+        shape = request.shape
+        params = config.method.trainable_params(shape, config.train.max_source_length) if shape else None
+        examples = examples_of(config)
+        schedule = config.train.schedule(examples) if examples else None
+        rows.append({"run": describe_point(point), "method": config.method.name,
+                     "prompt tokens": config.method.prompt_tokens, "trainable params": params,
+                     "train examples": examples, "steps": schedule.total_steps if schedule else None,
+                     "evaluations": schedule.evaluations if schedule else None})
     return rows

@@ -1,14 +1,18 @@
 """`lamp up`: everything a newcomer needs on one machine, stopped together by Ctrl-C.
 
-Checks the port, the store and Redis first (each failure is one line and exit code 2), upgrades the store,
-starts one worker (`lamp worker`) and the dashboard (`streamlit run app/main.py`, bound to 127.0.0.1 unless told
-otherwise), prints the address and waits. On Ctrl-C or SIGTERM it stops both children, and the embedded Redis if
-this command started it.
+Checks the port, the login a non-loopback address needs, the store and Redis first (each failure is one line
+and exit code 2), upgrades the store, starts one worker (`lamp worker`) and the dashboard (`streamlit run
+app/main.py`, bound to 127.0.0.1 unless told otherwise), prints the address and waits. On Ctrl-C or SIGTERM it
+stops both children and the embedded Redis it owns (started, or adopted from a `lamp up` that was killed); a
+second Ctrl-C kills what is still running instead of interrupting the clean-up. The children die with it even
+when it is killed itself (SIGKILL), so nothing is left behind but the embedded Redis, which the next `lamp up`
+adopts.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import socket
@@ -16,25 +20,25 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import IO
 
-from lamp_engine.errors import LampError
+from app.access import auth_section_in_files, login_for, password_hash, secrets_files
+from lamp_common.cli import OneLineParser
+from lamp_common.errors import LampError
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app" / "main.py"
 HEALTH_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"lamp up: {message}\n")
+PR_SET_PDEATHSIG = 1
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="lamp up", description="start the store, Redis, one worker and the dashboard")
+    parser = OneLineParser(prog="lamp up", description="start the store, Redis, one worker and the dashboard")
     parser.add_argument("--host", default="127.0.0.1", help="address the dashboard binds to (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8501, help="dashboard port (default 8501)")
     parser.add_argument("--no-worker", action="store_true", help="start the dashboard without a worker")
@@ -52,27 +56,41 @@ def check_port(host: str, port: int) -> None:
                             "--port N") from None
 
 
-def prepare_services() -> tuple[str, bool]:
-    """Upgrade the store and reach Redis (starting the embedded one if REDIS_URL is unset).
-    Returns the Redis URL the children must use and whether this call started the embedded server."""
+def check_access(host: str) -> None:
+    """A dashboard reachable from the network needs a login: refuse to start one that has none."""
+    password_hash()  # a malformed hash is refused here, not when the first visitor logs in
+    login_for(host, auth_section_in_files(secrets_files()))
+
+
+def prepare_services() -> tuple[str, IO[str] | None]:
+    """Upgrade the store and reach Redis (starting the embedded one if REDIS_URL is unset). Returns the Redis URL
+    the children must use and, when this process owns the embedded server, its owner lock (held until exit)."""
     from store.db import ensure_schema
-    from worker.connection import embedded_running, redis_connection, redis_url
+    from worker.connection import own_embedded_redis, redis_connection, redis_url
 
     ensure_schema()
-    started_redis = not os.environ.get("REDIS_URL") and not embedded_running()
+    owner = None if os.environ.get("REDIS_URL") else own_embedded_redis()
     url = redis_url()
     redis_connection(url)
-    return url, started_redis
+    return url, owner
+
+
+def _die_with_launcher() -> None:
+    """Run in each child before it starts: SIGTERM when `lamp up` dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def start_children(host: str, port: int, redis_url: str, with_worker: bool) -> list[subprocess.Popen]:
     env = {**os.environ, "REDIS_URL": redis_url}
     children = []
     if with_worker:
-        children.append(subprocess.Popen([sys.executable, "-m", "lamp_cli", "worker"], cwd=ROOT, env=env))
+        children.append(subprocess.Popen([sys.executable, "-m", "lamp_cli", "worker"], cwd=ROOT, env=env,
+                                         preexec_fn=_die_with_launcher))
     children.append(subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", host, "--server.port", str(port),
-         "--server.headless", "true", "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env))
+         "--server.headless", "true", "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
+        preexec_fn=_die_with_launcher))
     return children
 
 
@@ -88,18 +106,36 @@ def wait_healthy(url: str, dashboard: subprocess.Popen) -> bool:
     return False
 
 
-def stop_children(children: list[subprocess.Popen]) -> None:
-    """SIGTERM first (the worker finishes its current step and saves), SIGKILL what is still there later."""
+def stop_children(children: list[subprocess.Popen], hurry: Callable[[], bool] = lambda: False) -> None:
+    """SIGTERM first (the worker finishes its current step and saves); SIGKILL what is still there after
+    STOP_TIMEOUT_S, or at once when `hurry()` says so."""
     for child in children:
         if child.poll() is None:
             child.terminate()
     deadline = time.monotonic() + STOP_TIMEOUT_S
+    while any(child.poll() is None for child in children) and time.monotonic() < deadline and not hurry():
+        time.sleep(0.1)
     for child in children:
-        try:
-            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
+        if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def stop_requested_again() -> bool:
+    """Whether Ctrl-C or SIGTERM came again while the stop signals are held."""
+    return bool(signal.sigpending() & STOP_SIGNALS)
+
+
+def shut_down(children: list[subprocess.Popen], owner: IO[str] | None) -> None:
+    """Stop the children, then the embedded Redis this process owns. The stop signals are held meanwhile, so a
+    second Ctrl-C cannot cut the clean-up short: it kills the children at once instead of waiting for them."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    stop_children(children, hurry=stop_requested_again)
+    if owner is not None:
+        from worker.connection import stop_embedded_redis
+
+        stop_embedded_redis()
+        owner.close()
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -122,7 +158,8 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv[1:])
     try:
         check_port(args.host, args.port)
-        redis_url, started_redis = prepare_services()
+        check_access(args.host)
+        redis_url, owner = prepare_services()
     except LampError as exc:
         print(f"lamp up: {exc}", file=sys.stderr)
         return 2
@@ -138,11 +175,7 @@ def main(argv: list[str]) -> int:
               flush=True)
         return supervise(children)
     except KeyboardInterrupt:
-        print("lamp up: stopping", flush=True)
+        print("lamp up: stopping (Ctrl-C again to stop at once)", flush=True)
         return 0
     finally:
-        stop_children(children)
-        if started_redis:
-            from worker.connection import stop_embedded_redis
-
-            stop_embedded_redis()
+        shut_down(children, owner)

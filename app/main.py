@@ -1,7 +1,8 @@
 """LAMP Studio dashboard entry point: `streamlit run app/main.py` (or `lamp up`, which also starts a worker).
 
 One st.navigation page per file in app/views/ (not app/pages/: that folder switches Streamlit to its legacy
-multipage mode). The store's schema is upgraded once per process and database before any page reads it.
+multipage mode). Nothing is drawn before the login its bind address requires (app/login.py); the store's schema
+is upgraded once per process and database before any page reads it.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts app/, not the 
 import streamlit as st  # noqa: E402
 
 from app import backend  # noqa: E402
+from app.login import require_login  # noqa: E402
 from lamp_engine.errors import LampError  # noqa: E402
 
 
 def main() -> None:
     st.set_page_config(page_title="LAMP Studio", page_icon=":material/lightbulb:", layout="wide")
+    require_login()
     try:
         backend.ensure_store()
     except LampError as exc:  # a bad or unreachable DATABASE_URL: one line saying what to do

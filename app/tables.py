@@ -14,26 +14,20 @@ from typing import Any
 
 import pandas as pd
 
+from lamp_common.result import RunResult
+from store.status import RunStatus
+
 # Symbols from ordinary text fonts (not emoji), so the badges show in any browser, Debian's Chromium included.
 STATUS_BADGES = {
-    "queued": "◌ queued",
-    "running": "▶ running",
-    "succeeded": "✔ succeeded",
-    "failed": "✖ failed",
-    "cancelled": "■ cancelled",
+    RunStatus.QUEUED: "◌ queued",
+    RunStatus.RUNNING: "▶ running",
+    RunStatus.SUCCEEDED: "✔ succeeded",
+    RunStatus.FAILED: "✖ failed",
+    RunStatus.CANCELLED: "■ cancelled",
 }
-ACTIVE = ("queued", "running")
 
-# (label, record key) of the cost figures compared between runs.
-RESOURCES: tuple[tuple[str, str], ...] = (
-    ("trainable params", "trainable_params"),
-    ("prompt tokens", "prompt_tokens"),
-    ("total params", "total_params"),
-    ("peak memory (MB)", "peak_memory_mb"),
-    ("train time (s)", "train_seconds"),
-    ("step time (s, median)", "step_seconds_median"),
-    ("eval examples/s", "eval_examples_per_second"),
-)
+# (label, record key) of the cost figures compared between runs, as the result defines them.
+RESOURCES: tuple[tuple[str, str], ...] = RunResult.costs(compared_only=True)
 
 
 def badge(status: str) -> str:
@@ -163,7 +157,12 @@ def seed_groups(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]
     return groups
 
 
-def _row_label(flat: dict[str, Any], varying: list[str]) -> str:
+def _row_label(flat: dict[str, Any], others: list[dict[str, Any]]) -> str:
+    """The method, and the fields in which its group differs from other groups of the same method and task set
+    (a field one method has and another lacks is no difference: PT has no rank)."""
+    same_method = [o for o in others if o.get("method") == flat.get("method")]
+    fields = sorted({k for o in same_method for k in o} - {"seed", "task", "method"})
+    varying = [f for f in fields if len({json.dumps(o.get(f), default=str) for o in same_method}) > 1]
     extra = ", ".join(f"{k}={flat.get(k)}" for k in varying)
     return f"{flat.get('method')} ({extra})" if extra else str(flat.get("method"))
 
@@ -175,8 +174,6 @@ def seed_summary(records: list[dict[str, Any]]) -> pd.DataFrame | None:
     if not any(len(g) > 1 for g in groups.values()):
         return None
     flats = {key: flatten_config(g[0].get("config")) for key, g in groups.items()}
-    all_fields = {k for flat in flats.values() for k in flat} - {"seed", "task", "method"}
-    varying = sorted(f for f in all_fields if len({json.dumps(fl.get(f), default=str) for fl in flats.values()}) > 1)
     cells: dict[str, dict[str, str]] = defaultdict(dict)
     for key, group in groups.items():
         values = [float(r["main_metric_value"]) for r in group]
@@ -184,27 +181,17 @@ def seed_summary(records: list[dict[str, Any]]) -> pd.DataFrame | None:
         metric = group[0].get("main_metric") or "score"
         text = f"{statistics.fmean(values):.2f} ± {std:.2f} (n={len(values)})" if len(values) > 1 \
             else f"{values[0]:.2f} (n=1)"
-        cells[_row_label(flats[key], varying)][f"{flats[key].get('task')} ({metric})"] = text
+        cells[_row_label(flats[key], list(flats.values()))][f"{flats[key].get('task')} ({metric})"] = text
     frame = pd.DataFrame.from_dict(cells, orient="index").sort_index().rename_axis("method")
     return frame[sorted(frame.columns)].fillna("—")
 
 
-def dispersion_points(runs: list[tuple[dict[str, Any], dict[str, Any]]], projection: str) -> pd.DataFrame:
-    """Long table (run, method, phase, token, x, y) of the projected prompt tokens of each (record, dispersion)."""
+def dispersion_figures(runs: list[tuple[dict[str, Any], dict[str, Any]]], tokens: str = "prompt") -> pd.DataFrame:
+    """Per run, in the model's own space: mean pairwise distance and covariance trace of its tokens (`prompt`, what
+    the model reads, or LAMP's `unpooled` C where the run kept it) before and after training, and their change."""
     rows = []
     for record, dispersion in runs:
-        for phase in ("before", "after"):
-            coords = (dispersion.get(projection) or {}).get(phase) or []
-            rows.extend({"run": run_label(record), "method": str(record.get("method")).upper(), "phase": phase,
-                         "token": i, "x": float(x), "y": float(y)} for i, (x, y) in enumerate(coords))
-    return pd.DataFrame(rows, columns=["run", "method", "phase", "token", "x", "y"])
-
-
-def dispersion_figures(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> pd.DataFrame:
-    """Per run: mean pairwise distance and covariance trace before and after training, and their change."""
-    rows = []
-    for record, dispersion in runs:
-        figure = dispersion.get("figure") or {}
+        figure = dispersion.get(tokens) or dispersion.get("prompt") or dispersion.get("figure") or {}
         before, after = figure.get("before") or {}, figure.get("after") or {}
         row: dict[str, Any] = {"run": run_label(record), "method": str(record.get("method")).upper()}
         for key, label in (("mean_pairwise_distance", "mean pairwise distance"),

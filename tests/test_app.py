@@ -7,36 +7,35 @@ the actions, on what reached the store and the RQ queue.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pyarrow.ipc
 import pytest
 from redis import Redis
 from safetensors.numpy import save_file
 from streamlit.testing.v1 import AppTest
 
 from store.db import dispose, session_scope
+from store.files import fetch_upload
 from store.models import MetricPoint, Run
 
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 REDIS_DB = 14  # dedicated to these tests; flushed before each
 TIMEOUT = 30
-T0 = datetime(2025, 11, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 11, 1, 12, 0, tzinfo=UTC)
 
 
 def config(method: str, task: str, seed: int = 1, **prompt) -> dict:
     return {"model": "tiny-t5", "task": task,
-            "prompt": {"method": method, "length": 100, "rank": 8, "pool": 1, **prompt},
+            "method": {"method": method, "length": 100, **({"rank": 8, "pool": 1} if method == "lamp" else {}),
+                       **prompt},
             "train": {"seed": seed, "steps": 10, "batch_size": 2}, "data": {"k_shot": None}}
 
 
 def dispersion(spread: float) -> dict:
-    rng = np.random.default_rng(int(spread * 10))
-    points = {phase: rng.normal(scale=scale, size=(10, 2)).round(4).tolist()
-              for phase, scale in (("before", 1.0), ("after", spread))}
-    return {"pca": points, "tsne": points,
-            "figure": {"before": {"mean_pairwise_distance": 1.0, "covariance_trace": 2.0},
+    return {"prompt": {"before": {"mean_pairwise_distance": 1.0, "covariance_trace": 2.0},
                        "after": {"mean_pairwise_distance": spread, "covariance_trace": 2.0 * spread}}}
 
 
@@ -48,6 +47,8 @@ def write_run_files(home: Path, run: Run, spread: float) -> None:
     (folder / "result.json").write_text(json.dumps({"method": run.method, "metrics": run.metrics,
                                                     "split_policy": {"train": "train.txt", "test": "dev.txt"}}))
     (folder / "dispersion.json").write_text(json.dumps(dispersion(spread)))
+    before = np.random.default_rng(run.id).normal(size=(10, 8)).astype(np.float32)
+    save_file({"before.prompt": before, "after.prompt": before * spread}, str(folder / "tokens.safetensors"))
     run.artifact_dir = f"runs/{run.id}"
 
 
@@ -86,6 +87,16 @@ def seed_store(home: Path) -> dict[str, int]:
             session.add_all(MetricPoint(run_id=run.id, step=s, key="loss", value=1.0 / s) for s in range(1, 6))
             session.add(MetricPoint(run_id=run.id, step=5, key="eval_accuracy", value=run.main_metric_value or 0))
         return {name: run.id for name, run in rows.items()}
+
+
+@pytest.fixture(autouse=True)
+def loopback_dashboard():
+    """The dashboard under test is bound to loopback, as `lamp up` binds it by default: it asks for no login."""
+    from streamlit import config
+
+    config.set_option("server.address", "127.0.0.1")
+    yield
+    config.set_option("server.address", None)
 
 
 @pytest.fixture()
@@ -189,14 +200,15 @@ def metric_values(at: AppTest) -> dict[str, str]:
 
 def test_launch_shows_the_trainable_parameter_count_live(store, redis_db):
     at = open_page("launch")
-    assert metric_values(at)["trainable parameters"] == "1,320"  # tiny-t5 d=64: 100*8 + 8 + 8*64
+    assert metric_values(at)["trainable parameters"] == "3,880"  # minilm-l6, d = 384: 100*8 + 8 + 8*384
     at.selectbox(key="launch.method").set_value("pt").run()
-    assert metric_values(at)["trainable parameters"] == "6,400"
+    assert metric_values(at)["trainable parameters"] == "38,400"
+    assert not any(n.key == "launch.pt.pool" for n in at.number_input)  # only PT's own settings are shown
     at.selectbox(key="launch.model_choice").set_value("smollm2-135m").run()
     assert metric_values(at)["trainable parameters"] == "57,600"
     at.selectbox(key="launch.method").set_value("lamp").run()
     assert metric_values(at)["prompt tokens fed to the model"] == "25"  # the default pool p = 4
-    at.number_input(key="launch.pool").set_value(1).run()
+    at.number_input(key="launch.lamp.pool").set_value(1).run()
     assert metric_values(at)["prompt tokens fed to the model"] == "100"
     at.selectbox(key="launch.model_choice").set_value("other (hub id or local folder)").run()
     at.text_input(key="launch.model_other").input("google/flan-t5-base").run()
@@ -205,10 +217,36 @@ def test_launch_shows_the_trainable_parameter_count_live(store, redis_db):
     assert metric_values(at)["trainable parameters"] == "6,952"  # the paper's T5-base figure
 
 
+def test_launch_counts_an_adapter_before_loading_and_shows_only_its_settings(store, redis_db):
+    at = open_page("launch")
+    at.selectbox(key="launch.method").set_value("lora").run()
+    assert metric_values(at)["trainable parameters"] == "73,728"  # PEFT's: query and value of 6 MiniLM layers
+    assert metric_values(at)["prompt tokens fed to the model"] == "0"
+    shown = {w.key for kind in ("number_input", "text_input") for w in getattr(at, kind)}
+    assert {"launch.lora.rank", "launch.lora.alpha", "launch.lora.target_modules"} <= shown
+    assert "launch.lamp.pool" not in shown
+    at.text_input(key="launch.lora.target_modules").input("query,nope").run()
+    assert at.error[0].value.startswith("target_modules: 'nope' is not a linear layer of this model")
+    at.text_input(key="launch.lora.target_modules").input("all-linear").run()
+    assert metric_values(at)["trainable parameters"] == "331,776"  # every layer's linears, the pooler left alone
+    at.button(key="launch.submit").click().run()
+    assert stored_runs()[-1].method == "lora" and stored_runs()[-1].config["method"]["target_modules"] == "all-linear"
+
+
+def test_launch_shows_the_optimizer_steps_and_evaluations_before_launch(store, redis_db):
+    at = open_page("launch")  # minilm-l6 on SST-2: 6,920 training sentences less the 500 held out for selection
+    assert (metric_values(at)["optimizer steps"], metric_values(at)["evaluations"]) == ("402", "1")
+    at.selectbox(key="launch.preset").set_value("paper protocol (training only)").run()
+    assert at.selectbox(key="launch.method").value == "lamp"  # a training preset keeps the method
+    assert (metric_values(at)["optimizer steps"], metric_values(at)["evaluations"]) == ("40,125", "100")
+    at.number_input(key="launch.epochs").set_value(3.0).run()
+    assert (metric_values(at)["optimizer steps"], metric_values(at)["evaluations"]) == ("1,204", "3")
+
+
 @pytest.mark.parametrize(("key", "value", "message"), [
-    ("launch.pool", 3, "pool: prompt length 100 is not divisible by pool size 3; use a length that is a multiple "
-                       "of 3, or pool 1 (no pooling)"),
-    ("launch.rank", 80, "rank: rank 80 exceeds min(length 100, hidden size 64)"),
+    ("launch.lamp.pool", 3, "pool: prompt length 100 is not divisible by pool size 3; use a length that is a "
+                            "multiple of 3, or pool 1 (no pooling)"),
+    ("launch.lamp.rank", 120, "rank: rank 120 exceeds the prompt length 100"),
     ("launch.batch_size", 0, "batch_size: must be positive, got 0"),
     ("launch.seeds", "1, two", "seed: '1, two' is not a list of whole numbers separated by commas"),
 ])
@@ -227,7 +265,7 @@ def test_launch_one_run_enqueues_exactly_one_job(store, redis_db):
     at.button(key="launch.submit").click().run()
     new = stored_runs()[-1]
     assert new.id == 8 and new.status == "queued" and new.config["train"]["steps"] == 2
-    assert new.config["model"] == "tiny-t5" and new.config["prompt"]["method"] == "lamp"
+    assert new.config["model"] == "minilm-l6" and new.config["method"]["method"] == "lamp"
     assert queue_length(redis_db) == 1
     assert at.success[0].value == "Queued 1 run: #8"
 
@@ -238,11 +276,12 @@ def test_launch_sweep_preset_enqueues_one_job_per_run(store, redis_db):
     assert at.radio(key="launch.mode").value == "sweep"
     at.text_input(key="launch.seeds").input("1, 2").run()
     preview = at.dataframe[0].value
-    assert len(preview) == 10 and sorted(set(preview["trainable params"])) == [660, 1320, 1980, 2640, 3300]
+    assert len(preview) == 10 and sorted(set(preview["trainable params"])) == [  # minilm-l6: d = 384
+        (100 + 1 + 384) * r for r in (4, 8, 12, 16, 20)]
     at.button(key="launch.submit").click().run()
     new = stored_runs()[7:]
     assert len(new) == 10 and queue_length(redis_db) == 10
-    assert sorted({(r.config["prompt"]["rank"], r.config["train"]["seed"]) for r in new}) == \
+    assert sorted({(r.config["method"]["rank"], r.config["train"]["seed"]) for r in new}) == \
         [(r, s) for r in (4, 8, 12, 16, 20) for s in (1, 2)]
     assert len({r.sweep_id for r in new}) == 1 and new[0].sweep_id is not None
 
@@ -250,14 +289,18 @@ def test_launch_sweep_preset_enqueues_one_job_per_run(store, redis_db):
 def test_launch_custom_task_from_an_uploaded_csv(store, redis_db, tmp_path):
     at = open_page("launch")
     at.selectbox(key="launch.task_choice").set_value("custom (upload CSV/JSONL)").run()
-    at.file_uploader(key="launch.upload").set_value(("reviews.csv", b"review,stars\ngood,1\nbad,0\n", "text/csv"))
+    content = b"review,stars\n" + b"".join(b"good film %d,1\nbad film %d,0\n" % (i, i) for i in range(20))
+    at.file_uploader(key="launch.upload").set_value(("reviews.csv", content, "text/csv"))
     at.run()
-    assert "2 rows, columns: review, stars" in texts(at)
+    assert "40 rows, columns: review, stars" in texts(at)
     at.selectbox(key="launch.text_column").set_value("review").run()
+    assert metric_values(at)["optimizer steps"] == "3"  # 40 rows less 4 (test) and 3 (selection) held out: 33 / 16
     at.button(key="launch.submit").click().run()
     data = stored_runs()[-1].config["data"]
     assert data["text_column"] == "review" and data["label_column"] == "stars"
-    assert Path(data["train_file"]).read_bytes() == b"review,stars\ngood,1\nbad,0\n"
+    assert data["train_file"].startswith("upload:")  # kept in the store: a worker on any host fetches it
+    with session_scope() as session:
+        assert fetch_upload(session, data["train_file"], tmp_path).read_bytes() == content
     assert queue_length(redis_db) == 1
 
 
@@ -284,7 +327,8 @@ def test_compare_mean_std_table_and_config_differences(store, redis_db):
     assert summary.loc["lamp", "sst2 (accuracy)"] == "83.00 ± 1.41 (n=2)"
     assert summary.loc["pt", "sst2 (accuracy)"] == "80.00 (n=1)"
     config = at.dataframe[-1].value
-    assert list(config.index) == ["method", "seed"]
+    assert list(config.index) == ["method", "seed", "rank", "pool"]  # PT has no rank or pool: "—"
+    assert config.loc["rank", f"#{pt} pt · sst2"] == "—"
     assert config.loc["seed", f"#{lamp2} lamp · sst2"] == "2"
     at.toggle(key="compare.diff").set_value(False).run()
     assert {"model", "task", "length", "rank", "steps"} <= set(at.dataframe[-1].value.index)
@@ -295,6 +339,23 @@ def test_compare_overlays_the_chosen_curve(store, redis_db):
     assert at.selectbox(key="compare.curve").options == ["eval_accuracy", "loss"]
     spec = json.loads(at.get("vega_lite_chart")[-1].proto.spec)
     assert spec["encoding"]["color"]["field"] == "run" and spec["title"] == "loss per step"
+
+
+def test_compare_draws_evaluations_against_seconds_of_training(store, redis_db):
+    with session_scope() as session:
+        for name, seconds in (("pt", 40.0), ("lamp1", 25.0)):
+            session.add(MetricPoint(run_id=store[name], step=5, key="eval_train_seconds", value=seconds))
+    at = open_page("compare", runs=f"{store['pt']},{store['lamp1']}")
+    at.selectbox(key="compare.curve").set_value("eval_accuracy").run()
+    assert at.selectbox(key="compare.curve").options == ["eval_accuracy", "loss"]  # the time is an axis, no curve
+    assert at.radio(key="compare.x").value == "seconds of training"
+    chart = at.get("vega_lite_chart")[-1].proto
+    spec = json.loads(chart.spec)
+    assert spec["encoding"]["x"] == {"field": "seconds", "title": "seconds of training", "type": "quantitative"}
+    (dataset,) = chart.datasets  # Streamlit moves the chart's data out of the spec, as Arrow
+    values = pyarrow.ipc.open_stream(dataset.data.data).read_all().to_pylist()
+    assert sorted((v["run"].split()[1], v["seconds"], v["value"]) for v in values) == [("lamp", 25.0, 82.0),
+                                                                                       ("pt", 40.0, 80.0)]
 
 
 def test_compare_asks_for_two_runs_and_keeps_the_selection_in_the_url(store, redis_db):
@@ -308,16 +369,22 @@ def test_compare_asks_for_two_runs_and_keeps_the_selection_in_the_url(store, red
 # --- Dispersion --------------------------------------------------------------------------------------------
 
 
-def test_dispersion_puts_pt_and_lamp_side_by_side(store, redis_db):
+def test_dispersion_projects_pt_and_lamp_into_one_space(store, redis_db):
     at = open_page("dispersion")
     assert at.multiselect(key="dispersion.runs").value == [store["pt"], store["lamp2"]]
-    figures = at.dataframe[0].value.set_index("method")
+    (chart,) = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")][:1]
+    assert "facet" not in chart and chart["encoding"]["x"]["title"] == "PCA 1"  # one picture, shared axes
+    picture = at.dataframe[0].value.set_index("run")["mean pairwise distance (picture)"]
+    assert picture.index.str.contains("pt").any() and picture.index.str.contains("lamp").any()
+    pt, lamp = (picture[picture.index.str.contains(name)].iloc[0] for name in (" pt", " lamp"))
+    assert pt < lamp  # PT's tokens were made tighter (spread 0.2) than LAMP's (1.4)
+    figures = at.dataframe[1].value.set_index("method")
     assert figures.loc["PT", "mean pairwise distance after"] == 0.2
     assert figures.loc["LAMP", "mean pairwise distance change %"] == 40.0
-    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
-    assert spec["facet"]["column"]["field"] == "method" and spec["facet"]["row"]["field"] == "phase"
-    at.radio(key="dispersion.projection").set_value("t-SNE").run()
-    assert json.loads(at.get("vega_lite_chart")[0].proto.spec)["spec"]["encoding"]["x"]["title"] == "TSNE 1"
+    at.radio(key="dispersion.projection").set_value("t-SNE (keeps neighbourhoods)").run()
+    assert json.loads(at.get("vega_lite_chart")[0].proto.spec)["encoding"]["x"]["title"] == "t-SNE 1"
+    at.radio(key="dispersion.phase").set_value("before and after").run()
+    assert len(at.dataframe[0].value) == 4  # two runs x two phases
 
 
 # --- Run page ----------------------------------------------------------------------------------------------
@@ -332,6 +399,20 @@ def test_run_page_shows_results_and_offers_the_files(store, redis_db):
     assert [b.label for b in at.get("download_button")] == ["prompt (safetensors)", "PEFT adapter (zip)",
                                                            "result.json"]
     assert at.expander[-1].label == "data splits"
+
+
+def test_run_page_says_which_evaluation_was_kept_and_that_patience_ended_the_run(store, redis_db, tmp_path):
+    folder = tmp_path / "home" / "runs" / str(store["lamp1"])
+    result = json.loads((folder / "result.json").read_text())
+    result.update(early_stop_step=6, config={"train": {"patience": 2}},
+                  history={"train": [], "eval": [{"step": 2, "accuracy": 70.0}, {"step": 4, "accuracy": 69.0},
+                                                 {"step": 6, "accuracy": 70.0}]})
+    (folder / "result.json").write_text(json.dumps(result))
+    with session_scope() as session:
+        session.get(Run, store["lamp1"]).best_metrics = {"accuracy": 70.0, "step": 2}
+    at = open_page("run", id=str(store["lamp1"]))
+    assert "the prompt of step 2, the best of 3 evaluations on the selection split" in texts(at)
+    assert at.info[0].value.startswith("Stopped early at step 6 of 10: 2 evaluations in a row brought no better")
 
 
 def test_run_page_of_a_failed_run_shows_why_and_retries(store, redis_db):

@@ -7,14 +7,16 @@ import subprocess
 import sys
 import zipfile
 
+import numpy as np
 import pytest
 
-from app import catalog, charts, files, forms, tables
+from app import catalog, charts, files, forms, projection, tables
+from lamp_engine.aliases import ModelShape
 from lamp_engine.config import ConfigError
 
 
 def record(run_id: int, method: str, task: str = "cb", seed: int = 1, value: float | None = 80.0, **extra) -> dict:
-    config = {"model": "tiny-t5", "task": task, "prompt": {"method": method, "rank": 8}, "train": {"seed": seed}}
+    config = {"model": "tiny-t5", "task": task, "method": {"method": method, "rank": 8}, "train": {"seed": seed}}
     return {"id": run_id, "status": "succeeded", "method": method, "task": task, "model": "tiny-t5",
             "config": config, "main_metric": "accuracy", "main_metric_value": value,
             "metrics": {"accuracy": value}, **extra}
@@ -30,15 +32,24 @@ def test_curves_chart_overlays_runs_by_colour():
     assert spec["title"] == "loss per step"
 
 
-def test_dispersion_chart_facets_methods_by_phase():
-    runs = [(record(1, "pt"), {"pca": {"before": [[0, 0], [1, 1]], "after": [[0, 0], [0.1, 0.1]]}}),
-            (record(2, "lamp"), {"pca": {"before": [[0, 0], [1, 1]], "after": [[0, 0], [3, 3]]}})]
-    points = tables.dispersion_points(runs, "pca")
-    assert len(points) == 8 and set(points["method"]) == {"PT", "LAMP"}
-    spec = charts.dispersion_chart(points, "pca").to_dict()
-    assert spec["facet"]["column"] == {"field": "method", "sort": ["PT", "LAMP"], "title": None, "type": "nominal"}
-    assert spec["facet"]["row"]["field"] == "phase" and spec["spec"]["mark"]["type"] == "circle"
-    assert spec["spec"]["encoding"]["color"]["field"] == "run"
+def test_joint_projection_puts_every_runs_tokens_in_one_space_and_keeps_their_relative_spread():
+    rng = np.random.default_rng(0)
+    wide = rng.normal(scale=3.0, size=(25, 64))  # a PT prompt: tokens far apart
+    tight = rng.normal(scale=0.5, size=(25, 64))  # a LAMP prompt: tokens close together
+    sets = {("#1 pt", "PT", "after"): wide, ("#2 lamp", "LAMP", "after"): tight}
+    model_space = {run: float(np.mean([np.linalg.norm(a - b) for i, a in enumerate(m) for b in m[i + 1:]]))
+                   for (run, _, _), m in sets.items()}
+    for method in ("pca", "tsne"):
+        points = projection.project_jointly(sets, method)
+        assert len(points) == 50 and set(points["run"]) == {"#1 pt", "#2 lamp"}
+    points = projection.project_jointly(sets, "pca")
+    picture = projection.spread(points).set_index("run")["mean pairwise distance (picture)"]
+    assert model_space["#1 pt"] > model_space["#2 lamp"] and picture["#1 pt"] > picture["#2 lamp"]
+    spec = charts.joint_dispersion_chart(points, "pca").to_dict()
+    assert "facet" not in spec and spec["mark"]["type"] == "point"  # one chart, shared axes
+    assert (spec["encoding"]["color"]["field"], spec["encoding"]["shape"]["field"]) == ("run", "phase")
+    with pytest.raises(ValueError, match="different hidden sizes"):
+        projection.project_jointly({**sets, ("#3 pt", "PT", "after"): rng.normal(size=(5, 32))}, "pca")
 
 
 def test_compare_table_reads_lamp_vs_pt_as_relative_savings():
@@ -69,7 +80,7 @@ def test_seed_summary_names_the_field_that_separates_groups_of_one_method():
     r4 = [record(i, "lamp", seed=i) for i in (1, 2)]
     r16 = [record(i, "lamp", seed=i) for i in (3, 4)]
     for r in r16:
-        r["config"]["prompt"]["rank"] = 16
+        r["config"]["method"]["rank"] = 16
     assert list(tables.seed_summary(r4 + r16).index) == ["lamp (rank=16)", "lamp (rank=8)"]
 
 
@@ -99,23 +110,23 @@ def test_parse_list_names_the_field():
 
 def test_launch_request_expands_and_validates_every_point():
     base = {"model": "tiny-t5", "task": "sst2", "method": "lamp", "length": 100, "rank": 8}
-    request = forms.LaunchRequest(base, {"pool": [1, 2, 4], "seed": [1, 2]}, hidden_size=64)
-    assert request.is_sweep and len(request.configs()) == 6
+    request = forms.LaunchRequest(base, {"pool": [1, 2, 4], "seed": [1, 2]}, shape=ModelShape(64))
+    assert request.is_sweep and len(request.configs) == 6
     assert [row["prompt tokens"] for row in forms.preview_rows(request)][::2] == [100, 50, 25]
     with pytest.raises(ConfigError, match="^pool: prompt length 100 is not divisible by pool size 3"):
-        forms.LaunchRequest(base, {"pool": [1, 3]}).configs()
+        forms.LaunchRequest(base, {"pool": [1, 3]}).configs  # noqa: B018 - validating is the point
     assert not forms.LaunchRequest(base, {"seed": [7]}).is_sweep
 
 
 def test_catalogue_matches_the_engine():
-    from lamp_engine.backbones.offline import ALIASES, TINY_T5_HIDDEN
+    from lamp_engine.aliases import ALIASES
     from lamp_engine.tasks import TASKS
 
-    assert set(catalog.MODEL_HIDDEN_SIZES) == set(ALIASES)
-    assert catalog.MODEL_HIDDEN_SIZES["tiny-t5"] == TINY_T5_HIDDEN
+    assert catalog.DEFAULT_MODEL in ALIASES
     assert set(catalog.task_names()) == set(TASKS)
     for preset in catalog.PRESETS:
-        assert forms.LaunchRequest({"model": "tiny-t5", "task": "cb", **preset.values}, preset.grid, 576).configs()
+        assert forms.LaunchRequest({"model": "tiny-t5", "task": "cb", **preset.values}, preset.grid,
+                                   ModelShape(576)).configs
 
 
 def test_zip_folder_keeps_the_adapter_files(tmp_path):
@@ -129,7 +140,7 @@ def test_zip_folder_keeps_the_adapter_files(tmp_path):
 
 
 def test_dispersion_figures_change():
-    figures = tables.dispersion_figures([(record(1, "lamp"), {"figure": {
+    figures = tables.dispersion_figures([(record(1, "lamp"), {"prompt": {
         "before": {"mean_pairwise_distance": 2.0, "covariance_trace": 4.0},
         "after": {"mean_pairwise_distance": 3.0, "covariance_trace": 2.0}}})])
     row = figures.iloc[0]

@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 from redis import Redis
 
@@ -53,6 +54,7 @@ def test_unreachable_redis_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys)
     assert err.startswith("lamp up: REDIS_URL: cannot reach Redis at redis://127.0.0.1:1/0") and err.count("\n") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_up_starts_embedded_redis_a_worker_and_the_dashboard_and_stops_them(tmp_path):
     """No REDIS_URL and no DATABASE_URL: everything lives under LAMP_HOME; SIGTERM stops all of it."""
@@ -93,3 +95,58 @@ def _answers(redis: Redis) -> bool:
         return bool(redis.ping())
     except Exception:  # noqa: BLE001 - any failure means the server is gone
         return False
+
+
+def _start_up(home: Path, port: int, log: Path) -> subprocess.Popen:
+    """`lamp up` on the embedded Redis and SQLite under `home`, waited for until it says it is up."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env["LAMP_HOME"] = str(home)
+    with open(log, "w") as out:
+        up = subprocess.Popen([sys.executable, "-m", "lamp_cli", "up", "--port", str(port)], cwd=ROOT, env=env,
+                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while "LAMP Studio is up" not in log.read_text() and up.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert "LAMP Studio is up" in log.read_text(), log.read_text()
+    return up
+
+
+def _wait_gone(pids: list[int], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids):
+        assert time.monotonic() < deadline, f"still running: {[p for p in pids if psutil.pid_exists(p)]}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_killed_lamp_up_leaves_only_its_redis_which_the_next_one_adopts_and_a_double_ctrl_c_stops(tmp_path):
+    """SIGKILL: the worker and the dashboard die with `lamp up`, its embedded Redis stays; the next `lamp up`
+    adopts that Redis, and Ctrl-C pressed twice stops everything, Redis included."""
+    home = tmp_path / "home"
+    redis = Redis(unix_socket_path=str(home / "redis" / "redis.sock"))
+    first = _start_up(home, free_port(), tmp_path / "first.log")
+    second = None
+    try:
+        children = [child.pid for child in psutil.Process(first.pid).children()]
+        server_pid = redis.info("server")["process_id"]
+        assert len(children) == 2
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+        _wait_gone(children)  # nothing of it is left running...
+        assert redis.info("server")["process_id"] == server_pid  # ...but the embedded Redis
+        second = _start_up(home, free_port(), tmp_path / "second.log")
+        children = [child.pid for child in psutil.Process(second.pid).children()]
+        assert redis.info("server")["process_id"] == server_pid  # adopted, not started again
+        second.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        second.send_signal(signal.SIGINT)  # impatient: the clean-up must still stop Redis
+        assert second.wait(timeout=40) == 0, (tmp_path / "second.log").read_text()
+        _wait_gone([*children, server_pid])
+        assert not _answers(redis)
+    finally:
+        for up in (first, second):
+            if up is not None and up.poll() is None:
+                os.killpg(up.pid, signal.SIGKILL)
+        if _answers(redis):
+            redis.shutdown(nosave=True)

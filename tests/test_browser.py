@@ -63,7 +63,7 @@ def seed_pt_run(home: Path) -> int:
     import numpy as np
     from safetensors.numpy import save_file
 
-    config = {"model": "tiny-t5", "task": "sst2", "prompt": {"method": "pt", "length": 4},
+    config = {"model": "tiny-t5", "task": "sst2", "method": {"method": "pt", "length": 4},
               "train": {"steps": 2, "seed": 42}, "data": {}}
     with session_scope() as session:
         run = Run(config=config, method="pt", model="tiny-t5", task="sst2", status="succeeded", progress=1.0,
@@ -75,11 +75,11 @@ def seed_pt_run(home: Path) -> int:
         folder = home / "runs" / str(run.id)
         folder.mkdir(parents=True)
         save_file({"prompt": np.zeros((4, 64), dtype=np.float32)}, str(folder / "prompt.safetensors"))
-        points = np.random.default_rng(0).normal(size=(4, 2)).tolist()
-        (folder / "dispersion.json").write_text(json.dumps({
-            "pca": {"before": points, "after": points}, "tsne": {"before": points, "after": points},
-            "figure": {"before": {"mean_pairwise_distance": 1.0, "covariance_trace": 1.0},
-                       "after": {"mean_pairwise_distance": 1.1, "covariance_trace": 1.2}}}))
+        before = np.random.default_rng(0).normal(size=(4, 64)).astype(np.float32)
+        save_file({"before.prompt": before, "after.prompt": 1.1 * before}, str(folder / "tokens.safetensors"))
+        (folder / "dispersion.json").write_text(json.dumps({"prompt": {
+            "before": {"mean_pairwise_distance": 1.0, "covariance_trace": 1.0},
+            "after": {"mean_pairwise_distance": 1.1, "covariance_trace": 1.2}}}))
         return run.id
 
 
@@ -130,6 +130,27 @@ def shoot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def choose(page, label: str, option: str) -> None:
+    """Pick an option of a Streamlit selectbox by its label and the option's text."""
+    page.get_by_label(label, exact=True).click()
+    page.get_by_role("option", name=option).click()
+    settle(page)
+
+
+def wait_until_succeeded(page, address: str) -> None:
+    """Reload a run's page until the run has succeeded (a failure shows its error instead)."""
+    page.goto(address)
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        settle(page)
+        if page.get_by_text("✔ succeeded").count():
+            return
+        assert not page.get_by_text("✖ failed").count(), page.inner_text("body")
+        page.wait_for_timeout(2000)
+        page.reload()
+    raise AssertionError(f"{address}: not succeeded within 150 s")
+
+
 def set_number(page, label: str, value: int) -> None:
     field = page.get_by_label(label, exact=True)
     field.fill(str(value))
@@ -149,7 +170,8 @@ def test_launch_watch_compare_disperse_and_download(stack, tmp_path):
 
         page.goto(f"{url}/launch")
         settle(page)
-        for label, value in (("prompt length l", 4), ("rank r", 2), ("batch size", 2),
+        choose(page, "model", "tiny-t5: a random 2-layer T5 for tests of the seq2seq path; its accuracy means nothing")
+        for label, value in (("length", 4), ("rank", 2), ("batch size", 2),
                              ("steps (empty: use epochs)", 2), ("max eval examples (empty: all)", 4)):
             set_number(page, label, value)
         expect(page.get_by_test_id("stMetricValue").first).to_have_text("138")  # 4*2 + 2 + 2*64 on tiny-t5
@@ -157,16 +179,12 @@ def test_launch_watch_compare_disperse_and_download(stack, tmp_path):
         page.get_by_role("button", name="Launch", exact=True).click()
         expect(page.get_by_text("Queued 1 run: #2")).to_be_visible(timeout=30_000)
 
-        page.goto(f"{url}/run?id=2")
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline:
-            settle(page)
-            if page.get_by_text("✔ succeeded").count():
-                break
-            assert not page.get_by_text("✖ failed").count(), page.inner_text("body")
-            page.wait_for_timeout(2000)
-            page.reload()
-        expect(page.get_by_text("✔ succeeded").first).to_be_visible()
+        choose(page, "method", "lora: LoRA (Hu et al., 2022), through PEFT")  # the form keeps the run's other values
+        expect(page.get_by_test_id("stMetricValue").first).to_have_text("12,288")  # q, v of 6 attentions, r = 8
+        page.get_by_role("button", name="Launch", exact=True).click()
+        expect(page.get_by_text("Queued 1 run: #3")).to_be_visible(timeout=30_000)
+        for run_id in (2, 3):
+            wait_until_succeeded(page, f"{url}/run?id={run_id}")
 
         page.goto(url)  # Runs, the default page
         settle(page)
@@ -190,16 +208,23 @@ def test_launch_watch_compare_disperse_and_download(stack, tmp_path):
         tensors = load_file(str(saved))
         assert "prompt" in tensors and tensors["prompt"].shape[1] == 64
 
-        page.goto(f"{url}/compare?runs=2,{pt_id}&ref={pt_id}")
+        page.goto(f"{url}/compare?runs=2,3,{pt_id}&ref={pt_id}")
         settle(page)
         expect(page.get_by_text("Results and costs")).to_be_visible()
-        expect(page.get_by_text("Training curves")).to_be_visible()
+        expect(page.get_by_text("#3 lora · sst2").first).to_be_visible()  # LoRA next to LAMP and PT
+        expect(page.get_by_text("Curves", exact=True)).to_be_visible()
         shoot(page, "compare")
 
         page.goto(f"{url}/dispersion?runs=2,{pt_id}")
         settle(page)
         expect(page.get_by_text("Dispersion figures")).to_be_visible()
         page.wait_for_timeout(1500)  # let Vega draw the charts before the screenshot
+        picture = page.locator("[data-testid='stVegaLiteChart']").first
+        expect(picture).to_contain_text("one PCA fit over all runs (shared axes)")
+        text = picture.inner_text()
+        assert text.count("PCA 1") == text.count("PCA 2") == 1  # one pair of axes: every run on the same one
+        expect(picture).to_contain_text("#2 lamp · sst2")
+        expect(picture).to_contain_text(f"#{pt_id} pt · sst2")
         shoot(page, "dispersion")
         browser.close()
     docs = ROOT / "docs"

@@ -9,6 +9,8 @@ from app import backend, charts
 from app.tables import compare_table, config_table, ratio_frame, run_label, seed_summary
 from app.ui import pick_runs
 
+TIME_KEY = "eval_train_seconds"  # the seconds of training done at each evaluation (lamp_engine.train)
+
 
 def choose_reference(selected: list[int], by_id: dict) -> int:
     wanted = st.query_params.get("ref", "")
@@ -25,8 +27,16 @@ def show_curves(records: list[dict]) -> None:
     if not keys:
         st.info("No training curves recorded for these runs yet.")
         return
-    key = st.selectbox("curve", keys, index=keys.index("loss") if "loss" in keys else 0, key="compare.curve")
-    frame = charts.curves_frame(backend.load_series(ids, key), {r["id"]: run_label(r) for r in records})
+    shown = [k for k in keys if k != TIME_KEY]
+    key = st.selectbox("curve", shown, index=shown.index("loss") if "loss" in shown else 0, key="compare.curve")
+    labels = {r["id"]: run_label(r) for r in records}
+    timed = key.startswith("eval_") and TIME_KEY in keys  # evaluations on the way recorded the time of training
+    if timed and st.radio("against", ["seconds of training", "steps"], horizontal=True,
+                          key="compare.x") == "seconds of training":
+        frame = charts.curves_frame(backend.load_series(ids, key), labels, backend.load_series(ids, TIME_KEY))
+        st.altair_chart(charts.curves_chart(frame, key, x="seconds"), width="stretch")
+        return
+    frame = charts.curves_frame(backend.load_series(ids, key), labels)
     st.altair_chart(charts.curves_chart(frame, key), width="stretch")
 
 
@@ -48,7 +58,8 @@ def main() -> None:
     if not ratios.empty:
         st.altair_chart(charts.ratio_chart(ratios), width="stretch")
 
-    st.subheader("Training curves")
+    st.subheader("Curves")
+    st.caption("Loss per step; evaluations made on the way (--eval-every) also against seconds of training.")
     show_curves(records)
 
     summary = seed_summary(records)

@@ -6,44 +6,60 @@ anything is submitted. Nothing is enqueued unless every run of the request passe
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
+import io
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from app import backend, catalog
+from app import backend, catalog, forms
 from app.forms import LaunchRequest, parse_list, preview_rows
 from app.ui import PAGES, queue_call
-from lamp_engine.config import DEVICES, DTYPES, METHODS, Q_INITS, ConfigError
+from lamp_engine.aliases import ALIASES, ModelShape
+from lamp_engine.config import DEVICES, DTYPES, ConfigError, RunConfig
+from lamp_engine.methods import METHODS
+from lamp_engine.methods import method_fields as all_method_fields
 
-K = "launch."  # widget key prefix
+K = "launch."  # widget key prefix; a method's own settings live under launch.<method>.<field>
 SWEEP_TEXT = {"length": "lengths l", "rank": "ranks r", "pool": "pool sizes p"}
 DEFAULTS: dict[str, Any] = {
-    "mode": "one run", "model_choice": "tiny-t5", "task_choice": "sst2", "method": "lamp", "length": 100, "rank": 8,
-    "pool": 4, "q_init": "balanced", "lr": None, "batch_size": 16, "steps": None, "epochs": 1.0, "seeds": "42",
-    "k_shot": None, "device": "auto", "dtype": "auto", "load_4bit": False, "max_eval_examples": None,
-    "weight_decay": 1e-5, "max_source_length": 256, "sweep.method": [], "sweep.task": [], "sweep.length": "",
-    "sweep.rank": "", "sweep.pool": "", "name": "",
+    "mode": "one run", "model_choice": catalog.DEFAULT_MODEL, "task_choice": "sst2", "method": "lamp", "lr": None,
+    "batch_size": 16, "steps": None, "epochs": 1.0, "seeds": "42", "k_shot": None, "k_shot_per_class": False,
+    "eval_every": "0", "patience": None, "device": "auto",
+    "dtype": "auto", "load_4bit": False, "max_eval_examples": None, "weight_decay": 1e-5, "max_source_length": 256,
+    "sweep.method": [], "sweep.task": [], "sweep.length": "", "sweep.rank": "", "sweep.pool": "", "name": "",
 }
+
+
+def method_key(method: str, field: str) -> str:
+    return f"{K}{method}.{field}"
 
 
 def init_state() -> None:
     for name, value in DEFAULTS.items():
         st.session_state.setdefault(K + name, value)
+    for method, kind in METHODS.items():
+        for item in dataclasses.fields(kind):
+            st.session_state.setdefault(method_key(method, item.name), item.default)
     st.session_state.setdefault(K + "data_dir", catalog.default_data_dir())
 
 
 def apply_preset() -> None:
-    """Copy a preset's values into the widgets (a grid turns the form into a sweep)."""
+    """Copy a preset's values into the widgets. A method preset also picks the method and the mode (a grid makes
+    it a sweep); a training preset (a protocol) leaves the method and the mode as they are."""
     name = st.session_state[K + "preset"]
     if name == "—":
         return
     preset = catalog.preset_named(name)
+    method = preset.values.get("method", st.session_state[K + "method"])
+    own = METHODS[method].field_names()
     for field, value in preset.values.items():
-        if K + field in st.session_state or field in DEFAULTS:
-            st.session_state[K + field] = value
+        st.session_state[method_key(method, field) if field in own else K + field] = str(value) \
+            if field == "eval_every" else value
+    if "method" not in preset.values:
+        return
     for field in ("length", "rank", "pool"):
         st.session_state[K + "sweep." + field] = ", ".join(map(str, preset.grid.get(field, [])))
     st.session_state[K + "sweep.method"] = []
@@ -53,36 +69,27 @@ def apply_preset() -> None:
         st.session_state[K + "name"] = name
 
 
-def choose_model() -> tuple[str, int | None]:
-    """The model field and its hidden size d (None for a hub id whose size the user did not give)."""
-    options = [*catalog.MODEL_HIDDEN_SIZES, catalog.OTHER_MODEL]
+def choose_model() -> tuple[str, ModelShape | None]:
+    """The model field and its shape (for a hub id, its hidden size d if the user gives it; None otherwise)."""
+    options = [*ALIASES, catalog.OTHER_MODEL]
     choice = st.selectbox("model", options, key=K + "model_choice",
+                          format_func=lambda name: f"{name}: {ALIASES[name].description}" if name in ALIASES else name,
                           help="offline aliases, or any hub id / local folder on machines that have it")
     if choice != catalog.OTHER_MODEL:
-        return choice, catalog.MODEL_HIDDEN_SIZES[choice]
+        return choice, ALIASES[choice].shape
     model = st.text_input("hub id or local folder", key=K + "model_other", placeholder="google/flan-t5-base")
     d = st.number_input("hidden size d (optional: for the parameter count before loading)", value=None, step=1,
                         key=K + "hidden_size")
-    return model.strip(), int(d) if d else None
+    return model.strip(), ModelShape(hidden_size=int(d)) if d else None
 
 
-def uploads_dir() -> Path:
-    from store.db import lamp_home
-
-    folder = lamp_home() / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def read_upload(upload: Any) -> tuple[Path, pd.DataFrame]:
-    """Keep an uploaded CSV/JSONL under LAMP_HOME/uploads (named by content, so a worker can read it)."""
+def read_upload(upload: Any) -> tuple[str, pd.DataFrame]:
+    """Parse an uploaded CSV/JSONL and keep it in the store (once per content), so the worker that trains on it,
+    on whichever host, fetches it; returns the reference the run's config names, and the table."""
     data = upload.getvalue()
-    suffix = ".csv" if upload.name.lower().endswith(".csv") else ".jsonl"
-    path = uploads_dir() / f"{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
-    if not path.exists():
-        path.write_bytes(data)
-    frame = pd.read_csv(path) if suffix == ".csv" else pd.read_json(path, lines=True)
-    return path, frame
+    is_csv = upload.name.lower().endswith(".csv")
+    frame = pd.read_csv(io.BytesIO(data)) if is_csv else pd.read_json(io.BytesIO(data), lines=True)
+    return backend.store_upload_file(data, upload.name if is_csv else f"{Path(upload.name).stem}.jsonl"), frame
 
 
 def custom_task_fields() -> dict[str, Any]:
@@ -92,7 +99,7 @@ def custom_task_fields() -> dict[str, Any]:
         st.info("Upload a CSV or JSONL file with a text column and a label column.")
         return {}
     try:
-        path, frame = read_upload(upload)
+        reference, frame = read_upload(upload)
     except ValueError as exc:
         st.error(f"train_file: cannot read {upload.name} as {'CSV' if upload.name.endswith('.csv') else 'JSONL'}"
                  f" ({exc}); upload a well-formed file")
@@ -103,7 +110,7 @@ def custom_task_fields() -> dict[str, Any]:
     pair = st.selectbox("second text column (optional)", ["—", *columns], key=K + "text_pair_column")
     label = st.selectbox("label column", columns, index=len(columns) - 1, key=K + "label_column")
     verbalizers = st.text_input("verbalizers (optional, e.g. 0=negative,1=positive)", key=K + "verbalizers")
-    return {"train_file": str(path), "text_column": text, "text_pair_column": None if pair == "—" else pair,
+    return {"train_file": reference, "text_column": text, "text_pair_column": None if pair == "—" else pair,
             "label_column": label, "verbalizers": verbalizers.strip() or None}
 
 
@@ -114,18 +121,29 @@ def choose_task() -> tuple[str, dict[str, Any]]:
     return task, {}
 
 
-def prompt_fields() -> dict[str, Any]:
-    c1, c2, c3, c4 = st.columns(4)
-    values = {
-        "method": c1.selectbox("method", METHODS, key=K + "method"),
-        "length": c2.number_input("prompt length l", step=1, key=K + "length"),
-        "rank": c3.number_input("rank r", step=1, key=K + "rank"),
-        "pool": c4.number_input("pool size p", step=1, key=K + "pool"),
-    }
-    c1, c2 = st.columns(2)
-    values["q_init"] = c1.selectbox("q_init (LAMP)", Q_INITS, key=K + "q_init",
-                                    help="balanced: Q = sqrt(S), first prompt = rank-r SVD of P; paper: Q = S")
+def method_fields() -> dict[str, Any]:
+    """The method, then its own settings only (another method's fields are not shown, nor sent)."""
+    method = st.selectbox("method", list(METHODS), key=K + "method",
+                          format_func=lambda name: f"{name}: {METHODS[name].title}")
+    items = dataclasses.fields(METHODS[method])
+    values: dict[str, Any] = {"method": method}
+    for item, column in zip(items, st.columns(max(len(items), 1)), strict=False):
+        values[item.name] = setting_widget(column, item, method_key(method, item.name))
     return values
+
+
+def setting_widget(column: Any, item: dataclasses.Field, key: str) -> Any:
+    """The widget for one dataclass field, chosen by its type and choices; its help is the field's own."""
+    label, help_text = item.name.replace("_", " "), item.metadata.get("help")
+    if item.metadata.get("choices"):
+        return column.selectbox(label, item.metadata["choices"], key=key, help=help_text)
+    if "bool" in str(item.type):
+        return column.checkbox(label, key=key, help=help_text)
+    if "int" in str(item.type):
+        return column.number_input(label, step=1, key=key, help=help_text)
+    if "float" in str(item.type):
+        return column.number_input(label, step=None, format="%g", key=key, help=help_text)
+    return column.text_input(label, key=key, help=help_text)
 
 
 def train_fields() -> dict[str, Any]:
@@ -137,15 +155,23 @@ def train_fields() -> dict[str, Any]:
         "steps": c3.number_input("steps (empty: use epochs)", value=None, step=1, key=K + "steps"),
         "epochs": c4.number_input("epochs", step=0.5, key=K + "epochs"),
     }
-    c1, c2, c3, c4, c5 = st.columns(5)
-    values["k_shot"] = c1.number_input("k-shot (empty: all)", value=None, step=1, key=K + "k_shot")
-    values["max_eval_examples"] = c2.number_input("max eval examples (empty: all)", value=None, step=1,
+    c1, c2, c3, c4 = st.columns(4)
+    values["eval_every"] = c1.text_input("evaluate every (steps, or 'epoch'; 0: at the end)", key=K + "eval_every",
+                                         help="each evaluation scores the selection split and keeps the best prompt")
+    values["patience"] = c2.number_input("patience (evaluations; empty: none)", value=None, step=1,
+                                         key=K + "patience", help="stop once this many evaluations in a row "
+                                                                  "brought no better selection metric")
+    values["k_shot"] = c3.number_input("k-shot (empty: all)", value=None, step=1, key=K + "k_shot",
+                                       help="K training examples in all, drawn at random (the paper's few-shot)")
+    values["k_shot_per_class"] = c4.checkbox("K of each class", key=K + "k_shot_per_class")
+    c1, c2, c3, c4 = st.columns(4)
+    values["max_eval_examples"] = c1.number_input("max eval examples (empty: all)", value=None, step=1,
                                                   key=K + "max_eval_examples")
-    values["device"] = c3.selectbox("device", DEVICES, key=K + "device")
-    values["dtype"] = c4.selectbox("model dtype", DTYPES, key=K + "dtype",
+    values["device"] = c2.selectbox("device", DEVICES, key=K + "device")
+    values["dtype"] = c3.selectbox("model dtype", DTYPES, key=K + "dtype",
                                    help="auto: bf16 on CUDA, fp32 on CPU; bf16 is about 2x faster on CPUs with "
                                         "avx512_bf16 or AMX")
-    values["load_4bit"] = c5.checkbox("4-bit (NF4, CUDA only)", key=K + "load_4bit")
+    values["load_4bit"] = c4.checkbox("4-bit (NF4, CUDA only)", key=K + "load_4bit")
     return values
 
 
@@ -154,7 +180,7 @@ def sweep_grid(values: dict[str, Any]) -> dict[str, list[Any]]:
     st.markdown("**Sweep over** (empty fields are not swept; seeds always are)")
     c1, c2 = st.columns(2)
     grid: dict[str, list[Any]] = {}
-    methods = c1.multiselect("methods", METHODS, key=K + "sweep.method")
+    methods = c1.multiselect("methods", list(METHODS), key=K + "sweep.method")
     tasks = c2.multiselect("tasks", catalog.task_names(), key=K + "sweep.task")
     if methods:
         grid["method"] = methods
@@ -172,10 +198,10 @@ def build_request(mode: str) -> LaunchRequest:
     """Read every widget into a LaunchRequest (raises ConfigError for a malformed list field)."""
     c1, c2 = st.columns(2)
     with c1:
-        model, hidden_size = choose_model()
+        model, shape = choose_model()
     with c2:
         task, data_fields = choose_task()
-    values: dict[str, Any] = {"model": model, "task": task, **prompt_fields(), **train_fields()}
+    values: dict[str, Any] = {"model": model, "task": task, **method_fields(), **train_fields()}
     c1, c2 = st.columns([1, 3])
     seeds_text = c1.text_input("seeds (comma separated)", key=K + "seeds")
     data_dir = c2.text_input("data folder", key=K + "data_dir", help="folder with the original task files")
@@ -185,28 +211,48 @@ def build_request(mode: str) -> LaunchRequest:
         values["weight_decay"] = c1.number_input("weight decay", step=1e-5, format="%g", key=K + "weight_decay")
         values["max_source_length"] = c2.number_input("max source length", step=1, key=K + "max_source_length")
     grid = sweep_grid(values) if mode == "sweep" else {}
+    if "method" in grid:  # the settings shown are the chosen method's: send those the swept methods have
+        swept = [METHODS[m] for m in grid["method"]]
+        values = {k: v for k, v in values.items()
+                  if k not in all_method_fields() or any(k in kind.field_names() for kind in swept)}
     seeds = parse_list("seed", seeds_text)
     values["seed"] = seeds[0]
     if len(seeds) > 1:
         grid["seed"] = seeds
-    return LaunchRequest(values=values, grid=grid, hidden_size=hidden_size)
+    return LaunchRequest(values=values, grid=grid, shape=shape)
+
+
+@st.cache_data(max_entries=64, show_spinner="reading the task's data to count the steps…")
+def training_examples(config: dict[str, Any]) -> int | None:
+    """How many examples the run trains on (its task read as the run will read it); None if it cannot be read."""
+    return forms.training_examples(backend.with_local_uploads(RunConfig.from_dict(config)))
 
 
 def show_cost(request: LaunchRequest) -> None:
-    """Trainable parameters and prompt tokens of every run of the request, before anything is submitted."""
-    rows = preview_rows(request)
+    """Trainable parameters, prompt tokens, optimizer steps and evaluations of every run, before any is submitted."""
+    rows = preview_rows(request, lambda config: training_examples(config.to_dict()))
     if len(rows) == 1:
         row = rows[0]
-        c1, c2, c3 = st.columns(3)
+        c1, c2, c3, c4, c5 = st.columns(5)
         params = f"{row['trainable params']:,}" if row["trainable params"] is not None else "after load"
-        c1.metric("trainable parameters", params, help="the prompt's own parameters (DESIGN.md section 2)")
+        c1.metric("trainable parameters", params,
+                  help="the method's own parameters, by the paper's formulas (lamp_engine/methods.py)")
         c2.metric("prompt tokens fed to the model", f"{row['prompt tokens']:,}")
-        c3.metric("hidden size d", f"{request.hidden_size:,}" if request.hidden_size else "after load")
+        c3.metric("hidden size d", f"{request.shape.hidden_size:,}" if request.shape else "after load")
+        c4.metric("optimizer steps", format_count(row["steps"]), help=f"{format_count(row['train examples'])} "
+                  "training examples")
+        c5.metric("evaluations", format_count(row["evaluations"]),
+                  help="on the selection split, the last one included")
         return
     st.markdown(f"**{len(rows)} runs**")
     frame = pd.DataFrame(rows)
-    frame["trainable params"] = frame["trainable params"].astype("Int64")
+    for column in ("trainable params", "train examples", "steps", "evaluations"):
+        frame[column] = frame[column].astype("Int64")
     st.dataframe(frame, hide_index=True, width="stretch")
+
+
+def format_count(value: int | None) -> str:
+    return "after the data loads" if value is None else f"{value:,}"
 
 
 def launch(request: LaunchRequest, name: str) -> None:
@@ -225,7 +271,7 @@ def main() -> None:
     mode = st.radio("what to launch", ["one run", "sweep"], key=K + "mode", horizontal=True)
     try:
         request = build_request(mode)
-        rows_ok = bool(request.configs())
+        rows_ok = bool(request.configs)
     except ConfigError as exc:
         st.error(str(exc))
         request, rows_ok = None, False

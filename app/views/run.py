@@ -1,18 +1,26 @@
-"""Run page: everything about one run (?id=N), its downloads, and a "try it" box served by a worker."""
+"""Run page: everything about one run (?id=N), its downloads, and a "try it" box served by a worker.
+
+While the run is queued or running, its status, progress, costs and curves re-draw by themselves every few
+seconds: the costs are known as soon as the worker has built the model, and the step time is a live median.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from app import backend, charts, files
-from app.tables import ACTIVE, RESOURCES, badge, flatten_config, format_number, run_label
+from app import backend, charts
+from app.tables import badge, flatten_config, format_number, run_label
 from app.ui import describe, queue_call
+from lamp_common.result import RunResult
+from store.status import ACTIVE, RETRYABLE, WITH_PROMPT, RunStatus
 
 POLL_SECONDS = 1.0
+REFRESH_SECONDS = 2.0
 
 
 def choose_run() -> dict[str, Any] | None:
@@ -39,14 +47,15 @@ def header(record: dict[str, Any]) -> None:
                 f"**{record.get('model')}** · task **{record.get('task')}**")
     facts = {"created": record.get("created_at"), "started": record.get("started_at"),
              "finished": record.get("finished_at"), "worker": record.get("worker_name"),
-             "job": record.get("job_id"), "sweep": record.get("sweep_id"), "retry of": record.get("parent_id")}
+             "job": record.get("job_id"), "sweep": record.get("sweep_id"), "retry of": record.get("parent_id"),
+             "resumed from step": record.get("resumed_from_step"), "submitted by": record.get("submitted_by")}
     st.caption(" · ".join(f"{k}: {v:%Y-%m-%d %H:%M:%S} UTC" if hasattr(v, "strftime") else f"{k}: {v}"
                           for k, v in facts.items() if v is not None))
     if record["status"] in ACTIVE:
         total = record.get("total_steps")
         st.progress(min(float(record.get("progress") or 0.0), 1.0),
                     text=f"step {record.get('step') or 0}/{total}" if total else "waiting for a worker")
-    if record["status"] == "failed":
+    if record["status"] == RunStatus.FAILED:
         st.error(f"Failed: {record.get('error') or 'no reason recorded'}")
     elif record.get("error"):
         st.warning(record["error"])
@@ -60,11 +69,26 @@ def results(record: dict[str, Any]) -> None:
         for column, (name, value) in zip(st.columns(len(metrics)), metrics.items(), strict=True):
             main = " (main)" if name == record.get("main_metric") else ""
             column.metric(name + main, f"{value:.2f}", help=f"best during training: {best.get(name, value):.2f}")
-    quantities = [*RESOURCES, ("prompt params", "prompt_params"), ("head params", "head_params"),
-                  ("hidden size d", "hidden_size")]
+        selection(record, best)
+    quantities = RunResult.costs()
     st.subheader("Costs")
+    if record["status"] in ACTIVE:
+        st.caption("Known once a worker has built the model; the step time is the median so far.")
     st.dataframe(pd.DataFrame({"quantity": [label for label, _ in quantities],
                                "value": [format_number(record.get(key)) for _, key in quantities]}), hide_index=True)
+
+
+def selection(record: dict[str, Any], best: dict[str, float]) -> None:
+    """Which evaluation's prompt the metrics are of, and whether patience ended the run early."""
+    result = backend.read_run_json(record, "result.json") or {}
+    evaluations = len((result.get("history") or {}).get("eval") or [])
+    if evaluations > 1 and "step" in best:
+        st.caption(f"The test metrics are those of the prompt of step {best['step']}, the best of {evaluations} "
+                   "evaluations on the selection split.")
+    if result.get("early_stop_step"):
+        patience = (result.get("config") or {}).get("train", {}).get("patience")
+        st.info(f"Stopped early at step {result['early_stop_step']} of {record.get('total_steps')}: {patience} "
+                "evaluations in a row brought no better selection score (--patience).")
 
 
 def curves(record: dict[str, Any]) -> None:
@@ -84,23 +108,54 @@ def record_eval_key(record: dict[str, Any], keys: list[str]) -> str | None:
     return wanted if wanted in keys else next((k for k in keys if k.startswith("eval_")), None)
 
 
+DOWNLOADS = {  # the files a researcher takes away, by their usual labels; other stored entries follow by name
+    "prompt.safetensors": ("prompt (safetensors)", ".safetensors", "application/octet-stream", "prompt"),
+    "peft": ("PEFT adapter (zip)", "-peft.zip", "application/zip", "peft"),
+    "result.json": ("result.json", "-result.json", "application/json", "result"),
+}
+NOT_OFFERED = ("dispersion.json", "trainer_state.pt")  # drawn on the Dispersion page; only for resuming
+
+
+def download_list(record: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(entry, label, file suffix, mime type, widget key) of each file to offer: the usual three, then any other
+    file or folder the run stored (an adapter method's head or weights)."""
+    entries = {e.name: e for e in backend.run_entries(record)} or {name: None for name in DOWNLOADS}
+    offered = [(name, *DOWNLOADS[name]) for name in DOWNLOADS if name in entries]
+    for name, entry in entries.items():
+        if name not in DOWNLOADS and name not in NOT_OFFERED:
+            zipped = entry is not None and entry.is_folder
+            offered.append((name, f"{name} (zip)" if zipped else name, f"-{name}" + (".zip" if zipped else ""),
+                            "application/zip" if zipped else "application/octet-stream", name))
+    return [(name, f"{label} · {human_size(entries[name].size)}" if entries[name] else label, *rest)
+            for name, label, *rest in offered]
+
+
+def human_size(size: float) -> str:
+    """The size a download button shows before anything is fetched."""
+    for unit in ("bytes", "KB", "MB"):
+        if size < 1024:
+            return f"{size:,.0f} {unit}" if unit == "bytes" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{size:,.1f} GB"
+
+
 def downloads(record: dict[str, Any]) -> None:
+    """A download button per run file, read from the store (whichever host trained the run); a file that cannot
+    be had here (kept on another host's disk, or corrupted) is one line saying so."""
     st.subheader("Downloads")
-    prompt, peft, result = (backend.run_file(record, n) for n in ("prompt.safetensors", "peft", "result.json"))
-    if not any((prompt, peft, result)):
+    reads = [(item, backend.fetch_run_file(record, item[0])) for item in download_list(record)]
+    if not any(read.content or read.problem for _, read in reads):
         st.caption("No files yet: they are written when the run ends.")
         return
-    c1, c2, c3 = st.columns(3)
     stem = f"run{record['id']}-{record.get('method')}-{record.get('task')}"
-    if prompt:
-        c1.download_button("prompt (safetensors)", prompt.read_bytes(), file_name=f"{stem}.safetensors",
-                           mime="application/octet-stream", key="run.dl.prompt")
-    if peft and peft.is_dir():
-        c2.download_button("PEFT adapter (zip)", files.zip_folder(peft), file_name=f"{stem}-peft.zip",
-                           mime="application/zip", key="run.dl.peft")
-    if result:
-        c3.download_button("result.json", result.read_bytes(), file_name=f"{stem}-result.json",
-                           mime="application/json", key="run.dl.result")
+    columns = st.columns(3)
+    for index, ((_, label, suffix, mime, key), read) in enumerate(reads):
+        if read.content:
+            columns[index % 3].download_button(label, read.content, file_name=f"{stem}{suffix}", mime=mime,
+                                               key=f"run.dl.{key}")
+    for _, read in reads:
+        if read.problem:
+            st.warning(read.problem)
 
 
 def show_prediction(job_id: str) -> None:
@@ -120,7 +175,7 @@ def show_prediction(job_id: str) -> None:
 
 
 def try_it(record: dict[str, Any]) -> None:
-    if record["status"] != "succeeded":
+    if record["status"] not in WITH_PROMPT:
         return
     st.subheader("Try it")
     key = f"run.predict.{record['id']}"
@@ -134,33 +189,39 @@ def try_it(record: dict[str, Any]) -> None:
 
 def actions(record: dict[str, Any]) -> None:
     c1, c2, _ = st.columns([1, 1, 4])
-    if record["status"] in ACTIVE and c1.button("Stop" if record["status"] == "running" else "Cancel",
+    if record["status"] in ACTIVE and c1.button("Stop" if record["status"] == RunStatus.RUNNING else "Cancel",
                                                 key="run.cancel"):
         outcome = queue_call(lambda: backend.cancel(record["id"]))
         if outcome:
             st.info(outcome)
-    if record["status"] in ("failed", "cancelled") and c2.button("Retry", key="run.retry"):
+    if record["status"] in RETRYABLE and c2.button("Retry", key="run.retry"):
         new_id = queue_call(lambda: backend.retry(record["id"]))
         if new_id:
             st.success(f"Queued again as run #{new_id}")
+
+
+def live(run_id: int, *parts: Callable[[dict[str, Any]], None]) -> None:
+    """Draw sections of the page from the run's row as it is now (re-read each time the fragment runs)."""
+    record = backend.load_run(run_id)
+    for part in parts if record else ():
+        part(record)
 
 
 def main() -> None:
     record = choose_run()
     if record is None:
         return
-    header(record)
+    every = REFRESH_SECONDS if record["status"] in ACTIVE else None
+    st.fragment(run_every=every)(live)(record["id"], header)
     actions(record)
-    results(record)
-    curves(record)
+    st.fragment(run_every=every)(live)(record["id"], results, curves)
     downloads(record)
     try_it(record)
     flat = flatten_config(record.get("config"))
     with st.expander("configuration"):
         st.dataframe(pd.DataFrame({"field": list(flat), "value": [json.dumps(v) for v in flat.values()]}),
                      hide_index=True)
-    result_path = backend.run_file(record, "result.json")
-    split_policy = (files.read_json(result_path) or {}).get("split_policy") if result_path else None
+    split_policy = (backend.read_run_json(record, "result.json") or {}).get("split_policy")
     if split_policy:
         with st.expander("data splits"):
             st.json(split_policy)

@@ -12,8 +12,9 @@ import pandas as pd
 import streamlit as st
 
 from app import backend, charts
-from app.tables import ACTIVE, STATUS_BADGES, badge, run_label, runs_frame
+from app.tables import STATUS_BADGES, badge, run_label, runs_frame
 from app.ui import PAGES, describe, link_to_run, queue_call
+from store.status import ACTIVE, RETRYABLE, RunStatus
 
 REFRESH_SECONDS = 2.0
 CURVE_RUNS = 6  # loss curves drawn for at most this many running runs
@@ -45,7 +46,7 @@ def show_progress(active: list[dict[str, Any]]) -> None:
         steps = f"step {r.get('step') or 0}/{total}" if total else "waiting for a worker"
         st.progress(min(max(float(r.get("progress") or 0.0), 0.0), 1.0),
                     text=f"{run_label(r)} · {badge(r['status'])} · {steps}")
-    running = [r for r in active if r["status"] == "running"][:CURVE_RUNS]
+    running = [r for r in active if r["status"] == RunStatus.RUNNING][:CURVE_RUNS]
     series = backend.load_series([r["id"] for r in running], "loss")
     if series:
         frame = charts.curves_frame(series, {r["id"]: run_label(r) for r in running})
@@ -55,6 +56,7 @@ def show_progress(active: list[dict[str, Any]]) -> None:
 def show_table(records: list[dict[str, Any]]) -> None:
     positions = queue_call(lambda: backend.queue_positions(records), fallback={})
     frame = runs_frame(records, positions)
+    frame["submitted by"] = [r.get("submitted_by") for r in records]
     st.dataframe(
         frame, hide_index=True, width="stretch", height=560 if len(frame) > 15 else "auto",
         column_config={
@@ -80,7 +82,7 @@ def live_section(status_filter: list[str]) -> None:
 
 
 def show_failure(record: dict[str, Any]) -> None:
-    if record["status"] == "failed":
+    if record["status"] == RunStatus.FAILED:
         st.error(f"Run #{record['id']} failed: {record.get('error') or 'no reason recorded'}")
 
 
@@ -93,12 +95,12 @@ def actions(records: list[dict[str, Any]]) -> None:
     record = by_id[run_id]
     show_failure(record)
     c1, c2, c3 = st.columns(3)
-    stop_label = "Stop" if record["status"] == "running" else "Cancel"
+    stop_label = "Stop" if record["status"] == RunStatus.RUNNING else "Cancel"
     if c1.button(stop_label, disabled=record["status"] not in ACTIVE, key="runs.cancel"):
         outcome = queue_call(lambda: backend.cancel(run_id))
         if outcome:
             st.info(f"Run #{run_id}: {outcome}")
-    if c2.button("Retry", disabled=record["status"] not in ("failed", "cancelled"), key="runs.retry"):
+    if c2.button("Retry", disabled=record["status"] not in RETRYABLE, key="runs.retry"):
         new_id = queue_call(lambda: backend.retry(run_id))
         if new_id:
             st.success(f"Run #{run_id} queued again as run #{new_id}")
@@ -124,7 +126,7 @@ def main() -> None:
     st.fragment(run_every=REFRESH_SECONDS if any_active else None)(live_section)(status_filter)
     st.subheader("Act on a run")
     actions(records)
-    failed = [r for r in records if r["status"] == "failed"]
+    failed = [r for r in records if r["status"] == RunStatus.FAILED]
     if failed:
         with st.expander(f"Failures ({len(failed)})"):
             for r in failed[:20]:
