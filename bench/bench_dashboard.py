@@ -1,6 +1,6 @@
 """How long each dashboard view takes to render with 2,000 runs and 200,000 metric points in the store.
 
-The goal (issue 5): every view under 2 seconds. Fills a fresh SQLite store (or DATABASE_URL if given) under a
+The goal: every view under 2 seconds. Fills a fresh SQLite store (or DATABASE_URL if given) under a
 temporary LAMP_HOME, renders each view with Streamlit's AppTest (the same script run a browser request
 triggers, without the network), and prints and saves the median and worst of several renders per view.
 
@@ -16,17 +16,21 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from lamp_engine.methods import METHODS  # noqa: E402
+from store.status import RunStatus  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 MAIN = str(ROOT / "app" / "main.py")
-STATUS_SHARES = (("succeeded", 0.95), ("failed", 0.02), ("cancelled", 0.015), ("queued", 0.01), ("running", 0.005))
-METHODS = ("pt", "lamp", "dpt", "residual", "dept")
+STATUS_SHARES = ((RunStatus.SUCCEEDED, 0.95), (RunStatus.FAILED, 0.02), (RunStatus.CANCELLED, 0.015),
+                 (RunStatus.QUEUED, 0.01), (RunStatus.RUNNING, 0.005))
 TASKS = ("sst2", "cb", "rte", "boolq", "copa", "wic", "wsc", "multirc")
 
 
@@ -34,25 +38,25 @@ def run_rows(count: int) -> list[dict]:
     """Runs of every status over methods x tasks x seeds, with realistic measurements."""
     rng = np.random.default_rng(0)
     statuses = [s for s, share in STATUS_SHARES for _ in range(round(share * count))]
-    statuses += ["succeeded"] * (count - len(statuses))
+    statuses += [RunStatus.SUCCEEDED] * (count - len(statuses))
     statuses = [str(s) for s in rng.permutation(statuses)]
-    start = datetime(2025, 11, 1, tzinfo=timezone.utc)
+    start = datetime(2025, 11, 1, tzinfo=UTC)
     rows = []
     for i, status in enumerate(statuses):
-        method, task, seed = METHODS[i % 5], TASKS[(i // 5) % 8], i // 40
-        done = status == "succeeded"
+        method, task, seed = list(METHODS)[i % len(METHODS)], TASKS[(i // 5) % 8], i // 40
+        done = status == RunStatus.SUCCEEDED
         value = float(rng.normal(75, 5)) if done else None
         rows.append({
             "created_at": start + timedelta(minutes=i), "status": status, "method": method, "model": "smollm2-135m",
             "task": task, "config": {"model": "smollm2-135m", "task": task,
-                                     "prompt": {"method": method, "length": 100, "rank": 8, "pool": 1},
+                                     "method": {"method": method, "length": 100},
                                      "train": {"seed": seed, "lr": 0.01, "batch_size": 8}, "data": {}},
             "progress": 1.0 if done else 0.4, "step": 150 if done else 60, "total_steps": 150,
             "trainable_params": 5192 if method == "lamp" else 57600, "prompt_tokens": 100, "hidden_size": 576,
             "train_seconds": float(rng.uniform(300, 600)) if done else None, "step_seconds_median": 2.5,
             "peak_memory_mb": float(rng.uniform(900, 1200)), "metrics": {"accuracy": value} if done else None,
             "main_metric": "accuracy" if done else None, "main_metric_value": value,
-            "error": "TrainingDiverged: the loss became NaN at step 12" if status == "failed" else None,
+            "error": "TrainingDiverged: the loss became NaN at step 12" if status == RunStatus.FAILED else None,
             "stop_requested": False,
         })
     return rows
@@ -69,7 +73,7 @@ def fill_store(home: Path, runs: int, points: int) -> tuple[list[int], list[int]
     with session_scope() as session:
         session.execute(insert(Run), run_rows(runs))
         ids = list(session.scalars(select(Run.id).order_by(Run.id)))
-        finished = list(session.scalars(select(Run.id).where(Run.status == "succeeded").order_by(Run.id)))[-10:]
+        finished = list(session.scalars(select(Run.id).where(Run.status == RunStatus.SUCCEEDED).order_by(Run.id)))[-10:]
     per_run = points // len(ids)
     steps = np.arange(1, per_run + 1)
     with session_scope() as session:

@@ -2,6 +2,7 @@
 
     lamp bench speed [--model smollm2-135m | --random-init --shape llama2-7b] [--device cpu|cuda] [--compile] ...
     lamp bench table [--plan full|smoke] [--via-queue] ...
+    lamp bench curve [--model smollm2-135m] [--tasks sst2,rte] [--seeds 1,2,3] [--eval-at 25,50,100,150] ...
 
 Results go to bench/results/ (or --output, a path without extension: NAME.json and NAME.md are written).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -25,6 +27,7 @@ def data_dir(given: str | None) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bench.curve import DEFAULT_VARIANTS
     from bench.speed import ALL_VARIANTS
     from bench.table import PLANS
     from lamp_engine.config import DTYPES
@@ -51,10 +54,31 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--task", default="sst2", help="task whose text fills the sources (real models)")
     speed.add_argument("--data-dir", help="task data folder (default: ../shared/data or LAMP_DATA_DIR)")
     speed.add_argument("--output", help="output path without extension (default: bench/results/speed-<setting>)")
+    curve = commands.add_parser("curve", help="time to accuracy: accuracy against seconds of training")
+    curve.add_argument("--model", default="smollm2-135m", help="model alias or folder (default: smollm2-135m)")
+    curve.add_argument("--tasks", default="sst2", help="comma-separated tasks (default: sst2)")
+    curve.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                       help=f"comma-separated (default: {','.join(DEFAULT_VARIANTS)})")
+    curve.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default: 1,2,3)")
+    curve.add_argument("--steps", type=int, default=150, help="training steps of each variant (default: 150)")
+    curve.add_argument("--eval-at", help="comma-separated steps at which the evaluation set is scored; the last "
+                                         "is --steps (default: a sixth, a third, two thirds and all of --steps)")
+    curve.add_argument("--batch-size", type=int, default=8)
+    curve.add_argument("--max-source-length", type=int, default=256)
+    curve.add_argument("--max-eval-examples", type=int, help="cap the evaluation set (a screening run; default: all)")
+    curve.add_argument("--dtype", default="auto", choices=DTYPES)
+    curve.add_argument("--lr", type=float, help="one learning rate for every variant (default: each family's)")
+    curve.add_argument("--lamp", action="append", default=[], metavar="KEY=VALUE",
+                       help="a LAMP option for an ablation, e.g. --lamp factor_lr=scaled (repeatable)")
+    curve.add_argument("--data-dir", help="task data folder (default: ../shared/data or LAMP_DATA_DIR)")
+    curve.add_argument("--output", help="output path without extension (default: bench/results/curve-<model>)")
     table = commands.add_parser("table", help="accuracy: methods x tasks x seeds, and the ablations")
     table.add_argument("--plan", default="full", choices=sorted(PLANS), help="which grid of runs (default: full)")
     table.add_argument("--parts", help="comma-separated subset of the plan's parts (e.g. main,pool)")
     table.add_argument("--models", help="comma-separated subset of the plan's models (e.g. minilm-l6)")
+    table.add_argument("--tasks", help="comma-separated subset of the plan's tasks (e.g. cb,rte)")
+    table.add_argument("--seeds", help="comma-separated subset of the plan's seeds (e.g. 1)")
+    table.add_argument("--methods", help="comma-separated subset of the plan's methods (e.g. lora,dora)")
     table.add_argument("--data-dir", help="task data folder (default: ../shared/data or LAMP_DATA_DIR)")
     table.add_argument("--work-dir", default="runs/bench-table", help="where run folders go (reused on rerun)")
     table.add_argument("--via-queue", action="store_true", help="submit the runs to the worker queue instead")
@@ -87,8 +111,11 @@ def run_table_command(args: argparse.Namespace) -> int:
     from bench.table import markdown, plan_runs, run_table
 
     parts = [p.strip() for p in args.parts.split(",")] if args.parts else None
-    models = [m.strip() for m in args.models.split(",")] if args.models else None
-    runs = plan_runs(args.plan, data_dir(args.data_dir), parts, models)
+    def subset(text: str | None, kind: type = str) -> list | None:
+        return [kind(item.strip()) for item in text.split(",") if item.strip()] if text else None
+
+    runs = plan_runs(args.plan, data_dir(args.data_dir), parts, subset(args.models), subset(args.tasks),
+                     subset(args.seeds, int), subset(args.methods))
     output = Path(args.output) if args.output else RESULTS / f"table-{args.plan}"
 
     def save_partial(report: dict) -> None:  # an interrupted table still leaves its finished runs
@@ -98,6 +125,43 @@ def run_table_command(args: argparse.Namespace) -> int:
     report = run_table(runs, Path(args.work_dir), via_queue=args.via_queue,
                        log=lambda line: print(line, file=sys.stderr), save=save_partial)
     write({**report, "plan": args.plan}, markdown(report), output)
+    return 0
+
+
+def run_curve_command(args: argparse.Namespace) -> int:
+    from bench.curve import CurveSettings, chart, markdown, run_curve
+    from lamp_engine.config import flat_fields
+    from lamp_engine.errors import ConfigError
+
+    def items(text: str, kind: type = str) -> tuple:
+        try:
+            return tuple(kind(item.strip()) for item in text.split(",") if item.strip())
+        except ValueError:
+            raise ConfigError(f"{text!r} is not a list of {kind.__name__} values separated by commas") from None
+
+    lamp = {}
+    for item in args.lamp:
+        key, sep, value = item.partition("=")
+        if not sep or key not in flat_fields():
+            raise ConfigError(f"lamp: {item!r} should be KEY=VALUE with a LAMP setting (e.g. factor_lr=scaled)")
+        lamp[key] = flat_fields()[key].kind(value)
+    eval_at = items(args.eval_at, int) if args.eval_at else tuple(
+        sorted({max(1, args.steps // 6), max(1, args.steps // 3), max(1, 2 * args.steps // 3), args.steps}))
+    variants = tuple(v.strip() for v in re.split(r",(?![^\[]*\])", args.variants) if v.strip())  # [a=1,b=2] whole
+    settings = CurveSettings(
+        model=args.model, tasks=items(args.tasks), variants=variants, seeds=items(args.seeds, int),
+        steps=args.steps, eval_at=eval_at, batch_size=args.batch_size, max_source_length=args.max_source_length,
+        max_eval_examples=args.max_eval_examples, dtype=args.dtype, lr=args.lr, lamp=lamp,
+        data_dir=data_dir(args.data_dir))
+    output = Path(args.output) if args.output else RESULTS / f"curve-{args.model}"
+
+    def save_partial(report: dict) -> None:  # an interrupted bench still leaves the seeds it finished
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.with_suffix(".json").write_text(json.dumps(report, indent=2))
+
+    report = run_curve(settings, log=lambda line: print(line, file=sys.stderr), save=save_partial)
+    write(report, markdown(report), output)
+    chart(report).save(str(output.with_suffix(".html")))
     return 0
 
 
@@ -111,8 +175,9 @@ def write(report: dict, table: str, output: Path) -> None:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv[1:])
+    commands = {"speed": run_speed_command, "table": run_table_command, "curve": run_curve_command}
     try:
-        return run_speed_command(args) if args.bench == "speed" else run_table_command(args)
+        return commands[args.bench](args)
     except LampError as exc:
         print(f"lamp bench: error: {exc}", file=sys.stderr)
         return 2

@@ -1,11 +1,13 @@
-"""Speed and memory of every soft-prompt method against HF PEFT's prompt tuning, in one process.
+"""Speed and memory of every method against HF PEFT's prompt tuning, in one process.
 
 Variants alternate round by round (each round runs every variant for a few training steps and a few evaluation
 passes, in a rotated order), and the median of each is reported, so machine noise hits all of them alike.
 
-- ours (`pt`, `lamp_p1/2/4`, `dpt`, `residual`, `dept`): the engine's own training step, exactly as
-  `lamp_engine.train` runs it: `backbone.loss` (prompt prepended, `use_cache=False`, causal logits only at
-  target positions), backward, gradient clipping, AdamW step.
+- ours (`pt`, `lamp_p1/2/4`, `dpt`, `residual`, `dept`): `lamp_engine.train.train_step`, the very function the
+  training loop calls: `backbone.loss` (prompt prepended, `use_cache=False`, causal logits only at target
+  positions), backward, gradient clipping, AdamW step.
+- the weight adapters (`lora`, `dora`, `pissa`, `rslora`, `loraplus`, `lora_ga`) and `full`: the same
+  `train_step`, each on its own instance of the model (an adapter goes into its model in place), with no prompt.
 - `peft_pt`: a second instance of the same model wrapped by `peft.get_peft_model(PromptTuningConfig)`, trained
   with AdamW on PEFT's standard forward with `labels` (the frozen model's own loss over all positions), with
   `use_cache=False` as a careful user would pass; evaluation keeps only the last position's logits.
@@ -47,12 +49,17 @@ from lamp_engine.backbones import (
     resolve_device,
     resolve_dtype,
 )
-from lamp_engine.config import DTYPES, DataConfig, PromptConfig, TrainConfig
+from lamp_engine.config import DTYPES, DataConfig, TrainConfig
 from lamp_engine.errors import ConfigError
 from lamp_engine.measure import peak_memory_mb, reset_peak_memory
+from lamp_engine.methods import METHODS, LampConfig, MethodConfig, MethodFamily, PromptTuningConfig, method_config
+from lamp_engine.modules import MethodModule, build_method
 from lamp_engine.prompts import SoftPrompt, build_prompt, sample_vocabulary_rows
+from lamp_engine.train import train_step
 
-OURS = ("pt", "lamp_p1", "lamp_p2", "lamp_p4", "dpt", "residual", "dept")
+LAMP_POOLS = (1, 2, 4)  # LAMP is measured at each of these pool sizes, every other method once
+OURS = tuple(variant for name in METHODS
+             for variant in ([f"lamp_p{p}" for p in LAMP_POOLS] if name == "lamp" else [name]))
 COMPILED = ("floor", "pt", "lamp_p4")
 ALL_VARIANTS = ("floor", *OURS, "peft_pt")
 
@@ -116,7 +123,7 @@ class NoPrompt(SoftPrompt):
     """The floor: zero prompt rows, and one scalar gate on the input embeddings so gradients reach the input."""
 
     def __init__(self, hidden_size: int) -> None:
-        super().__init__(PromptConfig(method="pt"))
+        super().__init__(PromptTuningConfig())
         self.hidden_size = hidden_size
         self.gate = torch.nn.Parameter(torch.ones(()))
 
@@ -219,18 +226,12 @@ def peft_inputs(batch: list[Encoded], family: str, device: torch.device) -> dict
 
 # --- variants --------------------------------------------------------------------------------------------------
 
-def engine_variant(name: str, backbone: Backbone, prompt: SoftPrompt, batch: list[Encoded]) -> Variant:
-    """The engine's training step and evaluation, as lamp_engine.train runs them."""
-    trainable = list(prompt.parameters())
-    optimizer = torch.optim.AdamW(trainable, lr=0.01, weight_decay=1e-5)
+def engine_variant(name: str, backbone: Backbone, prompt: MethodModule, batch: list[Encoded]) -> Variant:
+    """The engine's training step and evaluation, the very functions lamp_engine.train runs."""
+    optimizer = torch.optim.AdamW(prompt.param_groups(1e-3), weight_decay=1e-5)
 
     def step() -> None:
-        loss = backbone.loss(prompt, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss.item()
+        train_step(backbone, prompt, batch, optimizer, max_grad_norm=1.0)
 
     def evaluate() -> None:
         with torch.inference_mode():
@@ -278,21 +279,28 @@ def peft_variant(model: torch.nn.Module, family: str, batch: list[Encoded], sett
     return Variant("peft_pt", step, evaluate, sum(p.numel() for p in trainable), settings.length)
 
 
-def compiled_backbone(settings: SpeedSettings, device: torch.device) -> Backbone:
-    """A third instance of the model whose body runs under torch.compile, as `lamp train --compile` builds it."""
-    train = train_config(settings, device, compile=True)
+def fresh_backbone(settings: SpeedSettings, device: torch.device, compile: bool = False) -> Backbone:
+    """One more instance of the model (ours, PEFT's, a compiled one, one per weight adapter: an adapter changes
+    its model in place), built as `lamp train` builds it."""
+    train = train_config(settings, device, compile=compile)
     if not settings.shape:
         return load_backbone(settings.model, train)
     model = random_model(settings.shape, device, resolve_dtype(settings.dtype, device), settings.seed)
     backbone = FAMILIES[SHAPES[settings.shape].family](model, SimpleNamespace(pad_token_id=0), device, train)
-    compile_body(backbone)
+    if compile:
+        compile_body(backbone)
     return backbone
 
 
-def prompt_config(name: str, settings: SpeedSettings) -> PromptConfig:
+def method_settings(name: str, settings: SpeedSettings) -> MethodConfig:
+    """The variant's method at the bench's l and r (r is the rank of every method that has one)."""
     if name.startswith("lamp_p"):
-        return PromptConfig(method="lamp", length=settings.length, rank=settings.rank, pool=int(name[6:]))
-    return PromptConfig(method=name, length=settings.length, rank=settings.rank)
+        return LampConfig(length=settings.length, rank=settings.rank, pool=int(name[6:]))
+    own = {"length": settings.length, "rank": settings.rank,
+           "dept_length": max(1, settings.length * 3 // 5)}  # DePT's 60 of 100, at the bench's length
+    if name == "dept":
+        own.pop("rank")  # DePT's rank follows from PT's budget
+    return method_config(name, **{k: v for k, v in own.items() if k in METHODS[name].field_names()})
 
 
 # --- the bench -------------------------------------------------------------------------------------------------
@@ -304,19 +312,10 @@ def train_config(settings: SpeedSettings, device: torch.device, compile: bool = 
 
 def load_models(settings: SpeedSettings, device: torch.device) -> tuple[Backbone, torch.nn.Module, list[Encoded]]:
     """Our backbone, a second model instance for PEFT, and the fixed batch."""
-    dtype, train = resolve_dtype(settings.dtype, device), train_config(settings, device)
-    if settings.shape:
-        family = SHAPES[settings.shape].family
-        model = random_model(settings.shape, device, dtype, settings.seed)
-        backbone = FAMILIES[family](model, SimpleNamespace(pad_token_id=0), device, train)
-        batch = synthetic_batch(model.config.vocab_size, settings)
-        second = random_model(settings.shape, device, dtype, settings.seed) if "peft_pt" in settings.variants else None
-        return backbone, second, batch
-    backbone = load_backbone(settings.model, train)
-    batch = real_batch(backbone, settings)
-    second = None
-    if "peft_pt" in settings.variants:
-        second = load_backbone(settings.model, train).model
+    backbone = fresh_backbone(settings, device)
+    vocab_size = backbone.model.config.vocab_size
+    batch = synthetic_batch(vocab_size, settings) if settings.shape else real_batch(backbone, settings)
+    second = fresh_backbone(settings, device).model if "peft_pt" in settings.variants else None
     return backbone, second, batch
 
 
@@ -326,7 +325,7 @@ def initial_rows(backbone: Backbone, settings: SpeedSettings) -> torch.Tensor:
         embeddings = backbone.model.get_input_embeddings().weight
         return sample_vocabulary_rows(embeddings, list(range(10, min(5010, embeddings.shape[0]))),
                                       settings.length, generator)
-    return backbone.vocabulary_rows(settings.length, generator)
+    return backbone.vocabulary_rows(settings.length, generator)[0]
 
 
 def build_variants(settings: SpeedSettings, device: torch.device) -> list[Variant]:
@@ -335,11 +334,17 @@ def build_variants(settings: SpeedSettings, device: torch.device) -> list[Varian
         raise ConfigError(f"model: the speed bench compares with PEFT's prompt tuning, which needs a causal or "
                           f"seq2seq model; {settings.model} is a {backbone.family} model")
     init = initial_rows(backbone, settings)
-    compiled = compiled_backbone(settings, device) if settings.compile else None
+    compiled = fresh_backbone(settings, device, compile=True) if settings.compile else None
     variants = []
     for name in settings.variants:
         if name == "peft_pt":
             variants.append(peft_variant(second, backbone.family, batch, settings, device))
+            continue
+        if name in METHODS and METHODS[name].family is not MethodFamily.SOFT_PROMPT:
+            own = fresh_backbone(settings, device)
+            method, _ = build_method(method_settings(name, settings), own, torch.Generator().manual_seed(0),
+                                     settings.source_length, [batch])
+            variants.append(engine_variant(name, own, method, batch))
             continue
         for which, bb in (("", backbone), ("+compile", compiled)):
             if bb is None or (which and name not in COMPILED):
@@ -347,7 +352,7 @@ def build_variants(settings: SpeedSettings, device: torch.device) -> list[Varian
             if name == "floor":
                 prompt = NoPrompt(backbone.hidden_size).to(device)
             else:
-                prompt = build_prompt(prompt_config(name, settings), init, settings.source_length).to(device)
+                prompt = build_prompt(method_settings(name, settings), init, settings.source_length).to(device)
             variants.append(engine_variant(name + which, bb, prompt, batch))
     return variants
 

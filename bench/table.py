@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 
 from bench.speed import machine
-from lamp_engine.backbones.offline import ALIASES
+from lamp_common.result import RunResult
+from lamp_engine.aliases import ALIASES
 from lamp_engine.config import RunConfig
-from lamp_engine.train import DEFAULT_LR
+from lamp_engine.methods import LampConfig
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Budget:
     """How long each run of a model trains and how much it is evaluated (stated in the table)."""
 
     steps: int
-    max_eval_examples: int
+    max_eval_examples: int | None  # None: the full evaluation sets
     batch_size: int = 8
     max_source_length: int = 128
     dtype: str = "auto"  # bf16 halves the step time on a CPU with avx512_bf16 or AMX
@@ -47,7 +48,7 @@ class TableRun:
     @property
     def key(self) -> str:
         digest = hashlib.sha1(json.dumps(self.config.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
-        return f"{self.config.model}-{self.config.task}-{self.config.prompt.method}-s{self.seed}-{digest}"
+        return f"{self.config.model}-{self.config.task}-{self.config.method.name}-s{self.seed}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,18 @@ PLANS: dict[str, Plan] = {
                  "smollm2-135m": Budget(steps=50, max_eval_examples=64, dtype="bf16")},
         main=(("minilm-l6", "sst2"), ("minilm-l6", "cb"), ("minilm-l6", "rte"), ("minilm-l6", "boolq"),
               ("smollm2-135m", "sst2"), ("smollm2-135m", "cb"), ("smollm2-135m", "rte")),
-        # pool is LAMP's field; PT pins the value its runs were keyed with, so a new LAMP default retrains nothing
-        methods=(("pt", {"method": "pt", "pool": 1}), ("lamp p=4", {"method": "lamp", "pool": 4})), seeds=(1, 2, 3),
+        methods=(("pt", {"method": "pt"}), ("lamp p=4", {"method": "lamp", "pool": 4})), seeds=(1, 2, 3),
         ablation=("minilm-l6", "sst2"), pool_check=("smollm2-135m", "sst2", (1, 4)),
         lr_check=(("minilm-l6", "sst2", (0.003, 0.01, 0.03, 0.3)), ("smollm2-135m", "sst2", (0.003, 0.01, 0.03)))),
+    "methods": Plan(  # every method as its authors set it, on the full evaluation sets (issues 12 and 13)
+        budgets={"minilm-l6": Budget(steps=100, max_eval_examples=None, max_source_length=256, dtype="bf16"),
+                 "smollm2-135m": Budget(steps=100, max_eval_examples=None, max_source_length=256, dtype="bf16")},
+        main=tuple((model, task) for model in ("minilm-l6", "smollm2-135m") for task in ("sst2", "cb", "rte")),
+        methods=(("pt", {"method": "pt"}), ("lamp p=4", {"method": "lamp", "pool": 4}), ("dpt", {"method": "dpt"}),
+                 ("dept", {"method": "dept"}), ("residual", {"method": "residual"}), ("lora r=8", {"method": "lora"}),
+                 ("dora r=8", {"method": "dora"}), ("pissa r=8", {"method": "pissa"}), ("full", {"method": "full"})),
+        seeds=(1, 2, 3), ablation=("minilm-l6", "sst2"), pool_check=("smollm2-135m", "sst2", (1, 4)),
+        lr_check=()),
     "smoke": Plan(  # for tests: the tiny random T5, seconds per run; its accuracy means nothing
         budgets={"tiny-t5": Budget(steps=2, max_eval_examples=4, batch_size=2, max_source_length=32)},
         main=(("tiny-t5", "sst2"),), methods=(("pt", {"method": "pt"}), ("lamp", {"method": "lamp"})),
@@ -88,9 +97,11 @@ def make_config(model: str, task: str, seed: int, budget: Budget, data_dir: str 
     return RunConfig.from_flat(values)
 
 
-def plan_runs(name: str, data_dir: str | None, parts: list[str] | None = None,
-              models: list[str] | None = None) -> list[TableRun]:
-    """Every run of the plan's parts, in the order they are trained (cheap ablations before the long table)."""
+def plan_runs(name: str, data_dir: str | None, parts: list[str] | None = None, models: list[str] | None = None,
+              tasks: list[str] | None = None, seeds: list[int] | None = None,
+              methods: list[str] | None = None) -> list[TableRun]:
+    """Every run of the plan's parts, in the order they are trained (cheap ablations before the long table);
+    `models`, `tasks`, `seeds` and `methods` keep a subset."""
     from lamp_engine.errors import ConfigError
 
     plan = PLANS[name]
@@ -122,7 +133,7 @@ def plan_runs(name: str, data_dir: str | None, parts: list[str] | None = None,
             add(2, "pool", f"p={pool}", f"{model_} / {task_}", model_, task_, method="lamp", pool=pool)
     if "lr" in parts:
         for model_, task_, lrs in plan.lr_check:
-            default = DEFAULT_LR[ALIASES[model_]]
+            default = LampConfig().default_lr(ALIASES[model_].family)
             for lr in lrs:  # the family's default is left unset, so the run is the p=1 run of the other parts
                 add(3, "lr", f"lr={lr}", f"{model_} / {task_}", model_, task_, method="lamp", pool=1,
                     lr=None if lr == default else lr)
@@ -134,15 +145,17 @@ def plan_runs(name: str, data_dir: str | None, parts: list[str] | None = None,
             add(5, "length", f"l={length}", column, model, task, method="lamp", pool=1, length=length)
     order = list(plan.budgets)  # cheaper models first, then by priority: an interrupted table is still useful
     ordered = [run for _, run in sorted(runs, key=lambda pr: (order.index(pr[1].config.model), pr[0]))]
-    return [run for run in ordered if models is None or run.config.model in models]
+    return [run for run in ordered if (models is None or run.config.model in models)
+            and (tasks is None or run.config.task in tasks) and (seeds is None or run.seed in seeds)
+            and (methods is None or run.config.method.name in methods)]
 
 
-def record(run: TableRun, result: dict) -> dict:
+def record(run: TableRun, result: RunResult) -> dict:
     return {"part": run.part, "row": run.row, "column": run.column, "seed": run.seed, "key": run.key,
-            "main_metric": result["main_metric"], "value": result["metrics"][result["main_metric"]],
-            "metrics": result["metrics"], "train_seconds": result["train_seconds"],
-            "step_seconds_median": result["step_seconds_median"], "trainable_params": result["trainable_params"],
-            "prompt_tokens": result["prompt_tokens"], "lr": result["config"]["train"]["lr"]}
+            "main_metric": result.main_metric, "value": result.main_metric_value, "metrics": result.metrics,
+            "train_seconds": result.train_seconds, "step_seconds_median": result.step_seconds_median,
+            "trainable_params": result.trainable_params, "prompt_tokens": result.prompt_tokens,
+            "lr": result.config["train"]["lr"]}
 
 
 def train_in_process(runs: list[TableRun], work_dir: Path, log: Callable[[str], None],
@@ -155,11 +168,11 @@ def train_in_process(runs: list[TableRun], work_dir: Path, log: Callable[[str], 
         folder = work_dir / run.key
         saved = folder / "result.json"
         started = time.perf_counter()
-        result = json.loads(saved.read_text()) if saved.is_file() else train(run.config, folder)
+        result = RunResult.from_json(saved.read_text()) if saved.is_file() else train(run.config, folder)
         records.append(record(run, result))
         save(records)
         log(f"[{i}/{len(runs)}] {run.part}: {run.row} on {run.column}, seed {run.seed}: "
-            f"{result['main_metric']} {records[-1]['value']:.1f} ({time.perf_counter() - started:.0f} s)")
+            f"{result.main_metric} {records[-1]['value']:.1f} ({time.perf_counter() - started:.0f} s)")
     return records
 
 
@@ -215,7 +228,9 @@ def markdown(report: dict) -> str:
         ids = ", ".join(str(r["run_id"]) for r in report["runs"])
         return f"queued {len(report['runs'])} runs (ids {ids}); the dashboard's Compare view tabulates them\n"
     budgets = "; ".join(f"{m} ({b.get('dtype', 'auto')}): {b['steps']} steps x batch {b['batch_size']}, source <= "
-                        f"{b['max_source_length']} tokens, <= {b['max_eval_examples']} eval examples"
+                        f"{b['max_source_length']} tokens, "
+                        + (f"<= {b['max_eval_examples']} eval examples" if b['max_eval_examples'] else
+                           "full evaluation sets")
                         for m, b in report["budgets"].items())
     m = report.get("machine")
     where = f" on {m['cpus']} x {m['cpu_model']}, load {m['load_average_start']:.2f} -> {m['load_average_end']:.2f}" \

@@ -25,6 +25,7 @@ def speed(tmp_path: Path, *flags: str) -> dict:
     return json.loads(out.with_suffix(".json").read_text())
 
 
+@pytest.mark.slow
 def test_speed_measures_every_variant_on_a_tiny_llama(tmp_path):
     report = speed(tmp_path, "--shape", "tiny-llama")
     variants = report["variants"]
@@ -37,6 +38,10 @@ def test_speed_measures_every_variant_on_a_tiny_llama(tmp_path):
     assert variants["lamp_p1"]["trainable_params"] == 4 * 2 + 2 + 2 * 64
     assert [variants[f"lamp_p{p}"]["prompt_tokens"] for p in (1, 2, 4)] == [4, 2, 1]
     assert (variants["floor"]["prompt_tokens"], variants["floor"]["trainable_params"]) == (0, 1)
+    assert variants["lora"]["trainable_params"] == 2 * 2 * 2 * (64 + 64)  # r (in + out) on q_proj, v_proj, 2 layers
+    assert variants["dora"]["trainable_params"] == variants["lora"]["trainable_params"] + 2 * 2 * 64
+    assert variants["lora"]["prompt_tokens"] == variants["full"]["prompt_tokens"] == 0
+    assert variants["full"]["trainable_params"] > 100 * variants["lora"]["trainable_params"]
     assert report["machine"]["cpus"] >= 1
 
 
@@ -54,6 +59,7 @@ def test_speed_runs_bf16_weights_on_cpu(tmp_path):
     assert "random-init tiny-llama (bfloat16)" in (tmp_path / "speed.md").read_text()
 
 
+@pytest.mark.slow
 def test_speed_compiles_the_frozen_body(tmp_path):
     report = speed(tmp_path, "--shape", "tiny-llama", "--variants", "pt", "--compile")
     assert set(report["variants"]) == {"pt", "pt+compile"} and "pt" in COMPILED
@@ -64,7 +70,7 @@ def test_speed_compiles_the_frozen_body(tmp_path):
     (["--device", "cuda"], "no CUDA GPU"),
     (["--shape", "t5-3b"], "--random-init and --shape go together"),
     (["--random-init", "--shape", "gpt5"], "shape: unknown 'gpt5'"),
-    (["--variants", "pt,lora"], "variants: unknown lora"),
+    (["--variants", "pt,prefix"], "variants: unknown prefix"),
     (["--length", "6"], "length: 6 is not divisible by LAMP's pool size 4"),
 ])
 def test_speed_bad_input_is_one_line(flags, message, capsys):
@@ -77,6 +83,7 @@ def test_speed_bad_input_is_one_line(flags, message, capsys):
     assert message in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_table_trains_every_cell_and_reuses_finished_runs(tmp_path):
     out, work = tmp_path / "table", tmp_path / "runs"
     args = ["bench", "table", "--plan", "smoke", "--parts", "main", "--data-dir", str(DATA),
@@ -117,3 +124,66 @@ def test_table_via_queue_stores_and_queues_every_run(lamp_home, redis_url, tmp_p
     assert sorted(r["run_id"] for r in report["runs"]) == sorted(stored)
     assert [stored[r["run_id"]] for r in report["runs"]] == [("queued", config) for config in planned]
     assert len(get_queue().job_ids) == len(planned) == 4
+
+
+def test_curve_scores_every_variant_at_the_same_steps_and_reads_the_time_to_accuracy(tmp_path):
+    out = tmp_path / "curve"
+    assert main(["bench", "curve", "--model", "tiny-t5", "--tasks", "sst2", "--seeds", "1,2", "--steps", "4",
+                 "--eval-at", "2,4", "--batch-size", "2", "--max-source-length", "32", "--max-eval-examples", "8",
+                 "--variants", "pt,lamp_p4,lamp_p4[factor_lr=scaled,warmup_steps=2]", "--data-dir", str(DATA),
+                 "--output", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    curves = report["curves"]["sst2"]
+    assert list(curves) == ["pt", "lamp_p4", "lamp_p4[factor_lr=scaled,warmup_steps=2]"]
+    for name, rows in curves.items():
+        assert [(r["step"], r["n"]) for r in rows] == [(2, 2), (4, 2)], name
+        assert 0 < rows[0]["seconds"] < rows[1]["seconds"] and 0 <= rows[1]["mean"] <= 100
+    points = report["points"]["sst2"]["lamp_p4"]["1"]
+    assert [p["step"] for p in points] == [2, 4] and all(p["eval_seconds"] > 0 for p in points)
+    head = report["headline"]["sst2"]
+    assert head["target"] == curves["pt"][-1]["mean"] - 1 and head["pt"]["vs_pt"] == 1.0
+    assert "Time to PT's final accuracy less one point" in out.with_suffix(".md").read_text()
+    assert "vega" in out.with_suffix(".html").read_text()
+
+
+def test_a_variant_with_its_own_budget_trains_and_is_scored_to_its_own_last_step(tmp_path):
+    out = tmp_path / "curve"
+    assert main(["bench", "curve", "--model", "tiny-t5", "--tasks", "sst2", "--seeds", "1", "--steps", "2",
+                 "--eval-at", "2,4", "--batch-size", "2", "--max-source-length", "32", "--max-eval-examples", "8",
+                 "--variants", "pt,lamp_p4[steps=4]", "--data-dir", str(DATA), "--output", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    points = report["points"]["sst2"]
+    assert [p["step"] for p in points["pt"]["1"]] == [2]
+    assert [p["step"] for p in points["lamp_p4[steps=4]"]["1"]] == [2, 4]
+    assert [len(p["losses"]) for p in points["lamp_p4[steps=4]"]["1"]] == [2, 2]
+    assert "| pt | " in (md := out.with_suffix(".md").read_text()) and md.split("| pt | ")[1].split("\n")[0] \
+        .endswith("| – |")  # nothing scored past PT's budget
+
+
+@pytest.mark.parametrize("eval_at, says", [("2", "ending at the longest budget, 4 steps"),
+                                           ("1,4", "add 2, the last step of a variant's budget")])
+def test_the_evaluation_steps_must_cover_every_budget(tmp_path, capsys, eval_at, says):
+    assert main(["bench", "curve", "--model", "tiny-t5", "--steps", "2", "--eval-at", eval_at,
+                 "--variants", "pt,lamp_p4[steps=4]", "--data-dir", str(DATA), "--output", str(tmp_path / "c")]) != 0
+    assert says in capsys.readouterr().err
+
+
+def test_first_time_at_a_target_reads_between_evaluations():
+    from bench.curve import first_time_at
+
+    curve = [{"seconds": 10.0, "mean": 60.0}, {"seconds": 20.0, "mean": 80.0}, {"seconds": 30.0, "mean": 79.0}]
+    assert first_time_at(curve, 70.0) == 15.0  # half way from 60 at 10 s to 80 at 20 s
+    assert first_time_at(curve, 50.0) == 10.0 and first_time_at(curve, 85.0) is None
+
+
+@pytest.mark.slow
+def test_curve_trains_peft_prompt_tuning_from_our_pts_start(tmp_path):
+    out = tmp_path / "curve"
+    assert main(["bench", "curve", "--model", "smollm2-135m", "--tasks", "sst2", "--seeds", "1", "--steps", "2",
+                 "--eval-at", "1,2", "--max-source-length", "32", "--max-eval-examples", "8", "--variants",
+                 "pt,peft_pt", "--data-dir", str(DATA), "--output", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    pt, peft = (report["points"]["sst2"][name]["1"] for name in ("pt", "peft_pt"))
+    assert [p["step"] for p in peft] == [1, 2] and all(p["seconds"] > 0 for p in peft)
+    # the first step's loss: the same prompt, batch and target tokens through PEFT's forward and through ours
+    assert peft[0]["losses"][0] == pytest.approx(pt[0]["losses"][0], rel=1e-4)

@@ -1,0 +1,320 @@
+"""Time to accuracy: how fast each method reaches an accuracy, as a user experiences it (`lamp bench curve`).
+
+Every variant trains on the same task, seed and batches; the variants advance in lockstep, a segment of steps each
+in a rotated order, and every one is scored on the task's full evaluation set at the same steps, so machine
+noise hits them alike. A point records the step, the seconds spent in training steps so far (evaluation
+excluded) and the metrics. Variants:
+
+- ours (`pt`, `lamp_p1`, `lamp_p4`, and any other method of the registry by name): the engine's own build and
+  `train_step`, exactly as `lamp train` runs them. A variant may carry settings of its own for an ablation,
+  `lamp_p4[factor_lr=scaled,warmup_steps=10]`; `--lamp KEY=VALUE` sets one for every LAMP variant. Its own
+  `steps` is its budget (`lamp_p4[steps=300]`: LAMP's step is the shorter, so at equal wall-clock time it takes
+  more); a variant stops being scored after its budget.
+- `peft_pt`: PEFT's prompt tuning on its own instance of the model, trained on PEFT's forward with labels, from
+  the same vocabulary rows as our PT; it is scored through our evaluation with its trained prompt, which gives
+  the same outputs (tests/test_train.py checks that a prompt exported to PEFT reproduces our logits).
+
+The headline is the ratio of the times at which LAMP and PT first reach PT's final accuracy less one point, read
+off the seed-mean curves (linear between evaluations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import torch
+
+from lamp_engine.config import RunConfig
+from lamp_engine.errors import ConfigError
+from lamp_engine.methods import METHODS
+from lamp_engine.tasks import Task
+from lamp_engine.train import Setup, batches, build_model_and_method, evaluate, load_splits, train_step
+
+PROMPT_VARIANTS = {"pt": ("pt", {}), "lamp_p1": ("lamp", {"pool": 1}), "lamp_p4": ("lamp", {"pool": 4})}
+DEFAULT_VARIANTS = ("pt", "peft_pt", "lamp_p1", "lamp_p4")
+
+
+@dataclass
+class CurveSettings:
+    model: str = "smollm2-135m"
+    tasks: tuple[str, ...] = ("sst2",)
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
+    seeds: tuple[int, ...] = (1, 2, 3)
+    steps: int = 150
+    eval_at: tuple[int, ...] = (25, 50, 100, 150)  # steps at which the whole evaluation set is scored
+    batch_size: int = 8
+    max_source_length: int = 256
+    max_eval_examples: int | None = None  # the full evaluation set unless a screening run caps it (said so)
+    dtype: str = "auto"
+    lr: float | None = None  # the family's default for each method unless given
+    lamp: dict[str, Any] = field(default_factory=dict)  # LAMP options for an ablation (factor_lr, prompt_scale...)
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [v for v in self.variants if split_variant(v)[0] not in (*PROMPT_VARIANTS, "peft_pt", *METHODS)]
+        if unknown:
+            raise ConfigError(f"variants: unknown {', '.join(unknown)}; choose from "
+                              f"{', '.join((*PROMPT_VARIANTS, 'peft_pt', *METHODS))}")
+        budgets = sorted({self.budget(v) for v in self.variants})
+        if not self.eval_at or sorted(set(self.eval_at)) != list(self.eval_at) or self.eval_at[-1] != budgets[-1]:
+            raise ConfigError(f"eval-at: give increasing steps ending at the longest budget, {budgets[-1]} steps; got "
+                              f"{','.join(map(str, self.eval_at))}")
+        unscored = [b for b in budgets if b not in self.eval_at]
+        if unscored:
+            raise ConfigError(f"eval-at: add {','.join(map(str, unscored))}, the last step of a variant's budget, so "
+                              f"that its final accuracy is scored")
+
+    def budget(self, variant: str) -> int:
+        """A variant's training steps: its own (`lamp_p4[steps=300]`, to compare at equal wall-clock time, since
+        LAMP's step is the shorter) or --steps. Its learning rate schedule spans its own budget."""
+        return int(split_variant(variant)[1].get("steps", self.steps))
+
+    def run_config(self, variant: str, task: str, seed: int) -> RunConfig:
+        name, own = split_variant(variant)
+        method, settings = PROMPT_VARIANTS.get(name, ("pt" if name == "peft_pt" else name, {}))
+        if method == "lamp":
+            settings = {**settings, **self.lamp}
+        values = {"model": self.model, "task": task, "method": method, **settings, "seed": seed, "steps": self.steps,
+                  "batch_size": self.batch_size, "max_source_length": self.max_source_length, "device": "cpu",
+                  "dtype": self.dtype, "max_eval_examples": self.max_eval_examples, "data_dir": self.data_dir,
+                  "lr": self.lr, **own}
+        return RunConfig.from_flat(values)
+
+
+def split_variant(variant: str) -> tuple[str, dict[str, Any]]:
+    """`lamp_p4[factor_lr=scaled,warmup_steps=10]` -> ("lamp_p4", {"factor_lr": "scaled", "warmup_steps": 10})."""
+    from lamp_engine.config import flat_fields
+
+    name, _, rest = variant.partition("[")
+    settings: dict[str, Any] = {}
+    for item in filter(None, rest.rstrip("]").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in flat_fields():
+            raise ConfigError(f"variants: {item!r} in {variant!r} should be FIELD=VALUE with a configuration field")
+        settings[key.strip()] = flat_fields()[key.strip()].kind(value.strip())
+    return name, settings
+
+
+@dataclass
+class Runner:
+    """One variant's training in progress: its setup, its batch order and the clock of its steps."""
+
+    name: str
+    setup: Setup
+    step: Callable[[list], float]  # one optimiser step on a batch of encoded examples
+    batch_order: Iterator[list[int]]
+    points: list[dict] = field(default_factory=list)
+    done: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+
+    def advance_to(self, target: int) -> None:
+        order = self.setup.train
+        while self.done < target:
+            indices = next(self.batch_order)
+            tick = time.perf_counter()
+            loss = self.step([order[i] for i in indices])
+            self.seconds += time.perf_counter() - tick
+            self.losses.append(loss)
+            self.done += 1
+
+
+def engine_runner(name: str, setup: Setup, config: RunConfig) -> Runner:
+    def step(batch: list) -> float:
+        loss = train_step(setup.backbone, setup.method, batch, setup.optimizer, config.train.max_grad_norm)
+        setup.scheduler.step()
+        return loss
+
+    return Runner(name, setup, step, batches(len(setup.train), config.train.batch_size, config.train.seed))
+
+
+def peft_runner(setup: Setup, config: RunConfig) -> Runner:
+    """PEFT's prompt tuning on its own model instance, from our PT's initial prompt, at our PT's learning rate and
+    schedule; `setup` is our PT on yet another instance, which scores PEFT's prompt once copied in."""
+    from peft import PromptTuningConfig, TaskType, get_peft_model
+
+    from lamp_engine.backbones import load_backbone
+    from lamp_engine.backbones.base import pad, pad_mask
+
+    if setup.backbone.family != "causal":
+        raise ConfigError(f"variants: peft_pt runs on causal models here; {config.model} is "
+                          f"{setup.backbone.family}")
+    model = load_backbone(config.model, config.train).model
+    peft_model = get_peft_model(model, PromptTuningConfig(task_type=TaskType.CAUSAL_LM,
+                                                          num_virtual_tokens=config.method.length))
+    prompt = peft_model.prompt_encoder["default"].embedding.weight
+    with torch.no_grad():
+        prompt.copy_(setup.method.P)  # the same vocabulary rows as our PT
+    optimizer = torch.optim.AdamW([prompt], lr=setup.lr, weight_decay=config.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: setup.scheduler.lr_lambdas[0](s))
+
+    def step(batch: list) -> float:
+        rows = [e.source + e.target for e in batch]
+        labels = pad([[-100] * len(e.source) + e.target for e in batch], -100)
+        loss = peft_model(input_ids=pad(rows, 0), attention_mask=pad_mask(rows), labels=labels, use_cache=False).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([prompt], config.train.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            setup.method.P.copy_(prompt.float())  # what our evaluation scores
+        return loss.item()
+
+    return Runner("peft_pt", setup, step, batches(len(setup.train), config.train.batch_size, config.train.seed))
+
+
+def score(runner: Runner, task: Task, examples: list) -> None:
+    setup = runner.setup
+    started = time.perf_counter()
+    metrics, _ = evaluate(setup.backbone, setup.method, task, examples, setup.test, 32)
+    since = runner.points[-1]["step"] if runner.points else 0  # the training losses since the last evaluation
+    runner.points.append({"step": runner.done, "seconds": runner.seconds, **metrics,
+                          "eval_seconds": time.perf_counter() - started, "losses": runner.losses[since:]})
+
+
+def run_seed(settings: CurveSettings, task_name: str, seed: int, log: Callable[[str], None]) -> dict[str, list]:
+    """Every variant on one task and seed, in lockstep; their points."""
+    runners, task, test = [], None, None
+    for name in settings.variants:
+        config = settings.run_config(name, task_name, seed)
+        task, splits = load_splits(config)
+        setup = build_model_and_method(config, splits, check_loaded=False)
+        runners.append(peft_runner(setup, config) if name == "peft_pt" else engine_runner(name, setup, config))
+        test = splits.test
+    for index, target in enumerate(settings.eval_at):
+        shift = index % len(runners)
+        going = [r for r in runners[shift:] + runners[:shift] if settings.budget(r.name) >= target]
+        for runner in going:
+            runner.advance_to(target)
+            score(runner, task, test)
+        log(f"{task_name} seed {seed}: step {target}: " + ", ".join(
+            f"{r.name} {r.points[-1][task.main_metric]:.1f} ({r.seconds:.0f} s)" for r in going))
+    return {r.name: r.points for r in runners}
+
+
+def run_curve(settings: CurveSettings, log: Callable[[str], None] = print,
+              save: Callable[[dict], None] | None = None) -> dict:
+    """Every task and seed; the report (settings, machine, points, mean curves, headline ratios)."""
+    from bench.speed import machine
+
+    started, load_start = time.perf_counter(), os.getloadavg()[0]
+    points: dict[str, dict[str, dict[int, list]]] = {}
+    main_metrics: dict[str, str] = {}
+    for task_name in settings.tasks:
+        from lamp_engine.tasks import get_task
+
+        main_metrics[task_name] = get_task(task_name).main_metric
+        for seed in settings.seeds:
+            for name, series in run_seed(settings, task_name, seed, log).items():
+                points.setdefault(task_name, {}).setdefault(name, {})[seed] = series
+            report = summarise(settings, points, main_metrics)
+            report.update(wall_seconds=time.perf_counter() - started,
+                          machine=machine(torch.device("cpu"), load_start, os.getloadavg()[0]))
+            if save:
+                save(report)
+    return report
+
+
+def summarise(settings: CurveSettings, points: dict, main_metrics: dict[str, str]) -> dict:
+    """Mean and standard deviation over seeds at each evaluation, and the time-to-accuracy headline."""
+    curves: dict[str, dict[str, list[dict]]] = {}
+    for task_name, by_variant in points.items():
+        metric = main_metrics[task_name]
+        for name, by_seed in by_variant.items():
+            rows = []
+            for i, step in enumerate(settings.eval_at):
+                at = [series[i] for series in by_seed.values() if len(series) > i]
+                if not at:
+                    continue
+                values = [p[metric] for p in at]
+                rows.append({"step": step, "seconds": statistics.mean(p["seconds"] for p in at),
+                             "mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1
+                             else 0.0, "n": len(values)})
+            curves.setdefault(task_name, {})[name] = rows
+    return {"settings": dataclasses.asdict(settings), "main_metrics": main_metrics, "points": points,
+            "curves": curves, "headline": {task: headline(by_variant) for task, by_variant in curves.items()}}
+
+
+def first_time_at(curve: list[dict], target: float) -> float | None:
+    """The first time the mean curve reaches `target`, linear between evaluations (from zero at step 0)."""
+    previous_seconds, previous_value = 0.0, None
+    for row in curve:
+        if row["mean"] >= target:
+            if previous_value is None or previous_value >= target:
+                return row["seconds"]
+            fraction = (target - previous_value) / (row["mean"] - previous_value)
+            return previous_seconds + fraction * (row["seconds"] - previous_seconds)
+        previous_seconds, previous_value = row["seconds"], row["mean"]
+    return None
+
+
+def headline(curves: dict[str, list[dict]]) -> dict[str, Any]:
+    """PT's final accuracy less one point, when each variant first reaches it, and each time over PT's."""
+    if "pt" not in curves or not curves["pt"]:
+        return {}
+    target = curves["pt"][-1]["mean"] - 1.0
+    pt_time = first_time_at(curves["pt"], target)
+    out: dict[str, Any] = {"target": target, "pt_seconds": pt_time}
+    for name, curve in curves.items():
+        seconds = first_time_at(curve, target)
+        out[name] = {"seconds": seconds, "vs_pt": seconds / pt_time if seconds is not None and pt_time else None,
+                     "final": curve[-1]["mean"] if curve else None, "final_std": curve[-1]["std"] if curve else None}
+    return out
+
+
+def markdown(report: dict) -> str:
+    s, m = report["settings"], report.get("machine") or {}
+    lamp = ", ".join(f"{k}={v}" for k, v in s["lamp"].items())
+    size = f"at most {s['max_eval_examples']} evaluation examples (a screening run)" if s["max_eval_examples"] \
+        else "the full evaluation set"
+    out = [f"{s['model']}, batch {s['batch_size']}, {s['steps']} steps (or a variant's own), seeds "
+           f"{', '.join(map(str, s['seeds']))}, {size}{'; LAMP ' + lamp if lamp else ''}; "
+           f"on {m.get('cpus')} x {m.get('cpu_model')}, load "
+           f"{m.get('load_average_start', 0):.2f} -> {m.get('load_average_end', 0):.2f}, "
+           f"{report.get('wall_seconds', 0) / 60:.0f} min", ""]
+    for task_name, curves in report["curves"].items():
+        metric = report["main_metrics"][task_name]
+        steps = s["eval_at"]
+        out += [f"**{task_name}** ({metric}, mean ± std over seeds; seconds of training steps in brackets)", "",
+                "| variant | " + " | ".join(f"step {step}" for step in steps) + " |",
+                "|---|" + "---:|" * len(steps)]
+        for name, rows in curves.items():
+            cells = {r["step"]: f"{r['mean']:.1f} ± {r['std']:.1f} ({r['seconds']:.1f} s)" for r in rows}
+            out.append(f"| {name} | " + " | ".join(cells.get(step, "–") for step in steps) + " |")
+        head = report["headline"].get(task_name) or {}
+        if head:
+            out += ["", f"Time to PT's final accuracy less one point ({head['target']:.1f}):"]
+            for name in curves:
+                entry = head.get(name) or {}
+                seconds, ratio = entry.get("seconds"), entry.get("vs_pt")
+                out.append(f"- {name}: " + (f"{seconds:.0f} s, {ratio:.2f}x PT's" if seconds is not None and ratio
+                                            else "not reached"))
+        out.append("")
+    return "\n".join(out)
+
+
+def chart(report: dict) -> alt.FacetChart:
+    """Accuracy against seconds of training, one line per variant and a band of one standard deviation, a panel per
+    task (what the README and the dashboard show)."""
+    rows = [{"task": task, "variant": name, **row} for task, curves in report["curves"].items()
+            for name, curve in curves.items() for row in curve]
+    frame = pd.DataFrame(rows)
+    frame["low"], frame["high"] = frame["mean"] - frame["std"], frame["mean"] + frame["std"]
+    base = alt.Chart(frame).encode(x=alt.X("seconds:Q", title="seconds of training"),
+                                   color=alt.Color("variant:N", title="variant"))
+    band = base.mark_area(opacity=0.15).encode(y="low:Q", y2="high:Q")
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("mean:Q", title="accuracy (mean of seeds)", scale=alt.Scale(zero=False)),
+        tooltip=["variant:N", "step:Q", alt.Tooltip("seconds:Q", format=".0f"), alt.Tooltip("mean:Q", format=".1f"),
+                 alt.Tooltip("std:Q", format=".1f")])
+    return (band + line).properties(width=320, height=240).facet(column=alt.Column("task:N", title=None)) \
+        .resolve_scale(y="independent")
