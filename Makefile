@@ -7,7 +7,7 @@ PORT    ?= 8501
 # The task files of ../shared/data, when this checkout sits beside them (LAMP_DATA_DIR overrides).
 run: export LAMP_DATA_DIR ?= $(wildcard $(abspath ../shared/data))
 
-.PHONY: install run test lint clean
+.PHONY: install run test test-fast lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,8 +26,13 @@ install: $(STAMP)
 run: install
 	$(BIN)/lamp up --port $(PORT)
 
+# Everything: unit, integration, UI, browser, real training and packaging tests (GPU tests skip without CUDA).
 test: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# The edit loop: all but the tests marked slow (real trainings of minutes, fresh installs) and gpu.
+test-fast: install
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow and not gpu"
 
 lint: install
 	$(BIN)/ruff check .

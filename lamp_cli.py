@@ -7,10 +7,12 @@ torch and no package imports one above it.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
+SIGPIPE_EXIT = 128 + 13  # what a shell reports for a command ended by a closed pipe
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("lamp_engine.cli", "train one prompt in this process"),
+    "train": ("lamp_engine.cli", "train one run in this process"),
     "tasks": ("lamp_engine.tasks.cli", "list the tasks, their metrics and the data found here"),
     "submit": ("worker.cli", "queue one run for a worker; prints its id"),
     "sweep": ("worker.cli", "queue a grid of runs"),
@@ -22,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("worker.cli", "start a worker"),
     "migrate": ("store.cli", "upgrade the store's schema to the newest revision"),
     "up": ("app.launcher", "start Redis, the store, a worker and the dashboard"),
+    "passwd": ("app.access", "print the hash of a dashboard password, for LAMP_PASSWORD_HASH"),
     "bench": ("bench.cli", "run the benchmarks"),
 }
 
@@ -33,7 +36,7 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int | str | None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
@@ -43,7 +46,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lamp: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return module.main([name, *rest])
+    try:
+        try:
+            code = module.main([name, *rest])
+        except SystemExit as ended:  # --help and usage errors leave through argparse
+            code = ended.code
+        sys.stdout.flush()
+    except BrokenPipeError:  # `lamp runs | head`: the reader left; stop quietly, as other Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return SIGPIPE_EXIT
+    return code
 
 
 if __name__ == "__main__":

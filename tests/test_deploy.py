@@ -1,8 +1,11 @@
-"""The deployment files: every command docker-compose runs exists in this project and accepts its flags.
+"""The deployment files: every command docker-compose runs exists in this project and accepts its flags, no
+password is written in them, and a GPU host joins with nothing but REDIS_URL, DATABASE_URL and a GPU.
 
-Docker does not run on these machines, so the compose file is checked statically against the real CLI.
+Docker does not run on these machines (`docker compose config` is not available), so the compose files are
+parsed here and checked statically against the real CLI; variables are read as compose interpolates them.
 """
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +15,35 @@ import yaml
 import lamp_cli
 
 ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_FILES = ("docker-compose.yml", "docker-compose.worker.yml")
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
+WORKER = yaml.safe_load((ROOT / "docker-compose.worker.yml").read_text())
+VARIABLE = re.compile(r"\$\{(\w+)(:?[-?])?[^}]*\}")  # ${NAME}, ${NAME:-default}, ${NAME:?error}
+SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|HASH|AUTH", re.IGNORECASE)
+URL_CREDENTIALS = re.compile(r"://[^:/@\s]*:([^@\s]+)@")
+
+
+def strings(node):
+    """Every string in a parsed compose file, with the key it is the value of (None inside lists)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(value, (dict, list)):
+                yield from strings(value)
+            else:
+                yield key, str(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from (strings(item) if isinstance(item, (dict, list)) else [(None, str(item))])
+
+
+def variables(text: str) -> dict[str, str]:
+    """NAME -> how compose treats it when unset: "required" (${X} or ${X:?..}) or "default" (${X:-..})."""
+    return {name: "default" if kind in (":-", "-") else "required" for name, kind in VARIABLE.findall(text)}
+
+
+def only_references(value: str) -> bool:
+    return not VARIABLE.sub("", value).strip()
 
 
 def lamp_help(command: str) -> str:
@@ -52,9 +82,57 @@ def test_every_compose_command_exists_with_its_flags():
             assert flag in text, f"{command[1]} has no flag {flag}"
 
 
-def test_dockerfile_copies_every_package_and_the_migrations():
+def test_dockerfile_copies_every_package_and_installs_it_plainly():
+    import tomllib
+
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for folder in ("lamp_engine", "store", "worker", "app", "bench", "migrations"):
-        assert f"COPY {folder} {folder}" in dockerfile
-        assert (ROOT / folder).is_dir()
-    assert "pip install -c constraints.txt -e \".[gpu]\"" in dockerfile  # editable: migrations/ stays beside store/
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    for pattern in packages["include"]:
+        folder = pattern.rstrip("*")
+        assert f"COPY {folder} {folder}" in dockerfile and (ROOT / folder).is_dir()
+    assert 'pip install -c constraints.txt ".[gpu]"' in dockerfile  # not editable: migrations ship inside store/
+
+
+def test_no_password_is_written_in_a_compose_file():
+    for name in COMPOSE_FILES:
+        for key, value in strings(yaml.safe_load((ROOT / name).read_text())):
+            if key and SECRET_KEY.search(str(key)):
+                assert only_references(value), f"{name}: {key} holds a literal: {value!r}"
+            for secret in URL_CREDENTIALS.findall(VARIABLE.sub("${}", value)):  # ${..} may hold an example
+                assert secret == "${}", f"{name}: a URL with a written password: {value!r}"
+            assert "--requirepass" not in value or "$$REDIS_PASSWORD" in value, value
+
+
+def test_redis_requires_a_password_and_every_client_gives_it():
+    redis = SERVICES["redis"]
+    assert "--requirepass" in " ".join(redis["command"]) and redis["environment"]["REDIS_PASSWORD"].startswith("${")
+    assert redis["environment"]["REDISCLI_AUTH"] == redis["environment"]["REDIS_PASSWORD"]  # the healthcheck's
+    lamp_env = COMPOSE["x-lamp"]["environment"]
+    assert lamp_env["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?")
+    assert lamp_env["DATABASE_URL"].startswith("postgresql+psycopg://lamp:${POSTGRES_PASSWORD:?")
+    assert "LAMP_PASSWORD_HASH" in lamp_env  # the dashboard on 0.0.0.0 asks for a login
+    assert SERVICES["redis"]["ports"][0].startswith("${LAMP_SHARE_ADDRESS:-127.0.0.1}:")  # closed unless shared
+
+
+def test_the_worker_file_needs_only_the_two_urls_and_a_gpu():
+    text = (ROOT / "docker-compose.worker.yml").read_text()
+    assert {name for name, kind in variables(text).items() if kind == "required"} == {"REDIS_URL", "DATABASE_URL"}
+    (service,) = WORKER["services"].values()
+    assert "depends_on" not in service and "ports" not in service  # joins services that run elsewhere
+    assert service["command"][:4] == ["lamp", "worker", "--gpu", "0"]
+    (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"] and len(device["device_ids"]) == 1
+    assert service["environment"]["LAMP_DATA_DIR"] == "/data" and "./data:/data:ro" in service["volumes"]
+
+
+def test_env_example_documents_every_variable_and_holds_no_value():
+    documented = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            documented[key] = value
+    used = {name for file in COMPOSE_FILES for name in variables((ROOT / file).read_text())}
+    assert used == set(documented), used ^ set(documented)
+    assert all(value == "" for value in documented.values())  # nothing secret is committed
+    ignored = subprocess.run(["git", "check-ignore", ".env"], cwd=ROOT, capture_output=True, text=True)
+    assert ignored.stdout.strip() == ".env"

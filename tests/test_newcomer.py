@@ -43,6 +43,7 @@ def wait_for(condition, timeout: float, what: str, log: Path) -> None:
         time.sleep(1)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(INSTALL_AND_START_S + RUN_S + 120)
 @pytest.mark.skipif(not (SHARED / "data").is_dir(), reason="needs ../shared/data beside the checkout")
 def test_clone_make_run_submit_and_stop(tmp_path):
