@@ -1,6 +1,7 @@
 """Training end to end on real (offline) models: the run folder, reloading, PEFT export, stop and resume."""
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from lamp_common.result import Outcome, RunResult
-from lamp_engine.backbones import load_backbone
+from lamp_engine import backbones
+from lamp_engine.backbones import cpu_flags, load_backbone, native_bf16, resolve_dtype
 from lamp_engine.config import RunConfig, TrainConfig
 from lamp_engine.errors import ConfigError, TaskError
 from lamp_engine.export import load_prompt
@@ -193,6 +195,19 @@ def test_causal_single_token_shortcut_scores_like_the_full_path():
         shortcut = backbone.choice_scores(prompt, batch)
         full = [[float(lp.sum()) for lp in backbone.target_log_probs(prompt, [e.source] * 2, e.choices)] for e in batch]
     torch.testing.assert_close(torch.tensor(shortcut), torch.tensor(full), atol=1e-4, rtol=1e-4)
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_in_one_line_and_fp32_does_not(monkeypatch, caplog):
+    assert cpu_flags().startswith("flags")  # read from this Linux machine's /proc/cpuinfo
+    assert native_bf16("flags : fpu avx2 avx512f avx512_bf16") and native_bf16("flags : fpu avx2 amx_bf16 amx_tile")
+    assert not native_bf16("flags : fpu sse4_2 avx2 avx512f")
+    monkeypatch.setattr(backbones, "cpu_flags", lambda: "flags : fpu sse4_2 avx2")
+    with caplog.at_level(logging.WARNING):
+        assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+        assert resolve_dtype("fp32", torch.device("cpu")) == torch.float32
+        assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    (message,) = caplog.messages
+    assert message.startswith("dtype bf16: this CPU has neither avx512_bf16 nor AMX") and "--dtype fp32" in message
 
 
 def test_bf16_backbone_on_cpu_scores_like_fp32_and_trains_an_fp32_prompt(tmp_path):

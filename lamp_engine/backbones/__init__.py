@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -13,6 +14,8 @@ from lamp_engine.backbones.encoder import EncoderBackbone
 from lamp_engine.backbones.seq2seq import Seq2SeqBackbone
 from lamp_engine.config import TrainConfig
 from lamp_engine.errors import ModelError
+
+log = logging.getLogger(__name__)
 
 FAMILIES: dict[str, type[Backbone]] = {
     "seq2seq": Seq2SeqBackbone,
@@ -33,7 +36,25 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """auto: bf16 where it is native (CUDA), fp32 on CPU, where bf16 is fast only with avx512_bf16 or AMX."""
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name == "bf16" and device.type == "cpu" and not native_bf16(cpu_flags()):
+        log.warning("dtype bf16: this CPU has neither avx512_bf16 nor AMX, so bf16 runs emulated, many times slower "
+                    "than fp32; use --dtype fp32 (or auto)")
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
+
+
+def cpu_flags() -> str:
+    """The CPU's feature flags as /proc/cpuinfo lists them; empty where that file does not exist (not Linux)."""
+    try:
+        return next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")),
+                    "")
+    except OSError:
+        return ""
+
+
+def native_bf16(flags: str) -> bool:
+    """Whether bf16 matrix products run natively: without avx512_bf16 or AMX, a smollm2-135m training step on
+    bf16 weights took over 40 s against 5.2 s in fp32 (2 x AMD EPYC with avx2 only). Unknown flags count as yes."""
+    return not flags or bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
 def quiet_hub_logging() -> None:
