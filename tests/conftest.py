@@ -8,8 +8,11 @@ database number, and each PostgreSQL test gets a schema of its own.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,28 @@ REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 POSTGRES_URL = os.environ.get("LAMP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = (REPO_ROOT.parent / "shared" / "data").resolve()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Starts `lamp worker` processes, each in its own process group (so a test can kill a worker and its work
+    horse together); whatever is still running when the test ends is killed, so no worker outlives its test.
+    Each worker's output goes to a log file named by `log_name`, whose path is the process's `log_path`."""
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, log_name: str = "worker") -> subprocess.Popen:
+        log = open(tmp_path / f"{log_name}-{len(started)}.log", "w")  # noqa: SIM115 - closed with the process
+        worker = subprocess.Popen([sys.executable, "-m", "lamp_cli", "worker", *args], cwd=REPO_ROOT, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        worker.log_path = log.name
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=30)
 
 
 @pytest.fixture

@@ -42,27 +42,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 
 @pytest.fixture
-def hosts(tmp_path, postgres_url, redis_url, monkeypatch):
+def hosts(tmp_path, postgres_url, redis_url, monkeypatch, start_worker):
     """The dashboard's LAMP_HOME (this process) and a function starting a worker on host B or C."""
     homes = {name: tmp_path / name for name in "ABC"}
     monkeypatch.setenv("LAMP_HOME", str(homes["A"]))
-    started: list[subprocess.Popen] = []
 
-    def start_worker(host: str, *args: str) -> subprocess.Popen:
+    def start_on(host: str, *args: str) -> subprocess.Popen:
         env = {**os.environ, "LAMP_HOME": str(homes[host]), "LAMP_HOST": f"host-{host}",
                "LAMP_CHECKPOINT_STEPS": str(CHECKPOINT_EVERY), "LAMP_CHECKPOINT_SECONDS": "0"}
-        log = open(tmp_path / f"worker-{host}-{len(started)}.log", "w")  # noqa: SIM115 - closed with the process
-        worker = subprocess.Popen([sys.executable, "-m", "lamp_cli", "worker", *args], cwd=REPO_ROOT, env=env,
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        worker.log_path = log.name
-        started.append(worker)
-        return worker
+        return start_worker(*args, env=env, log_name=f"worker-{host}")
 
-    yield homes, start_worker
-    for worker in started:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(timeout=30)
+    return homes, start_on
 
 
 def row(run_id: int) -> dict:

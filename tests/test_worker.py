@@ -35,27 +35,6 @@ def tiny_config(**overrides) -> RunConfig:
     return RunConfig.from_flat({**TINY, **overrides})
 
 
-@pytest.fixture
-def start_worker(tmp_path: Path):
-    """Starts `lamp worker` processes, each in its own process group (so a test can kill a worker and its work
-    horse together); whatever is still running when the test ends is killed, so no worker outlives its test."""
-    started: list[subprocess.Popen] = []
-
-    def start(*args: str) -> subprocess.Popen:
-        log = open(tmp_path / f"worker-{len(started)}.log", "w")  # noqa: SIM115 - closed with the process
-        worker = subprocess.Popen([sys.executable, "-m", "lamp_cli", "worker", *args], cwd=REPO_ROOT, stdout=log,
-                                  stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        worker.log_path = log.name
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(timeout=30)
-
-
 def row(run_id: int) -> dict:
     with session_scope() as session:
         return get_run(session, run_id).to_dict()
