@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -42,8 +43,10 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
 
 
+@functools.cache
 def cpu_flags() -> str:
-    """The CPU's feature flags as /proc/cpuinfo lists them; empty where that file does not exist (not Linux)."""
+    """The CPU's feature flags as /proc/cpuinfo lists them (read once: they do not change while we run); empty
+    where that file does not exist (not Linux)."""
     try:
         return next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")),
                     "")
