@@ -15,7 +15,9 @@ excluded) and the metrics. Variants:
   the same outputs (tests/test_train.py checks that a prompt exported to PEFT reproduces our logits).
 
 The headline is the ratio of the times at which LAMP and PT first reach PT's final accuracy less one point, read
-off the seed-mean curves (linear between evaluations).
+off the seed-mean curves (linear between evaluations). For a soft prompt every step also records how far the prompt
+the model reads (after LAMP's pooling) moved, per token, and each evaluation its mean row norm: at one learning rate
+Adam moves each trained entry by about as much, so how far the fed rows move depends on the parameterisation.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import torch
 from lamp_engine.config import RunConfig
 from lamp_engine.errors import ConfigError
 from lamp_engine.methods import METHODS
+from lamp_engine.prompts.base import SoftPrompt
 from lamp_engine.tasks import Task
 from lamp_engine.train import Setup, batches, build_model_and_method, evaluate, load_splits, train_step
 
@@ -115,6 +118,13 @@ class Runner:
     done: int = 0
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
+    moves: list[float] = field(default_factory=list)  # per step: mean over fed rows of the norm of their change
+    fed: torch.Tensor | None = field(init=False)  # the fed prompt after the last step
+    start_row_norm: float | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fed = fed_prompt(self.setup)
+        self.start_row_norm = self.fed.norm(dim=1).mean().item() if self.fed is not None else None
 
     def advance_to(self, target: int) -> None:
         order = self.setup.train
@@ -124,7 +134,22 @@ class Runner:
             loss = self.step([order[i] for i in indices])
             self.seconds += time.perf_counter() - tick
             self.losses.append(loss)
+            self.record_move()
             self.done += 1
+
+    def record_move(self) -> None:
+        now = fed_prompt(self.setup)
+        if now is not None:
+            self.moves.append((now - self.fed).norm(dim=1).mean().item())
+            self.fed = now
+
+
+def fed_prompt(setup: Setup) -> torch.Tensor | None:
+    """The prompt rows the model reads (LAMP's pooled ones), or None for a method that trains no soft prompt."""
+    if not isinstance(setup.method, SoftPrompt):
+        return None
+    with torch.no_grad():
+        return setup.method().detach().float().clone()
 
 
 def engine_runner(name: str, setup: Setup, config: RunConfig) -> Runner:
@@ -176,9 +201,11 @@ def score(runner: Runner, task: Task, examples: list) -> None:
     setup = runner.setup
     started = time.perf_counter()
     metrics, _ = evaluate(setup.backbone, setup.method, task, examples, setup.test, 32)
-    since = runner.points[-1]["step"] if runner.points else 0  # the training losses since the last evaluation
+    since = runner.points[-1]["step"] if runner.points else 0  # the steps since the last evaluation
+    fed = {"prompt_moves": runner.moves[since:], "prompt_row_norm": runner.fed.norm(dim=1).mean().item(),
+           "prompt_start_row_norm": runner.start_row_norm} if runner.fed is not None else {}
     runner.points.append({"step": runner.done, "seconds": runner.seconds, **metrics,
-                          "eval_seconds": time.perf_counter() - started, "losses": runner.losses[since:]})
+                          "eval_seconds": time.perf_counter() - started, "losses": runner.losses[since:], **fed})
 
 
 def run_seed(settings: CurveSettings, task_name: str, seed: int, log: Callable[[str], None]) -> dict[str, list]:
@@ -241,7 +268,20 @@ def summarise(settings: CurveSettings, points: dict, main_metrics: dict[str, str
                              else 0.0, "n": len(values)})
             curves.setdefault(task_name, {})[name] = rows
     return {"settings": dataclasses.asdict(settings), "main_metrics": main_metrics, "points": points,
-            "curves": curves, "headline": {task: headline(by_variant) for task, by_variant in curves.items()}}
+            "curves": curves, "headline": {task: headline(by_variant) for task, by_variant in curves.items()},
+            "fed_prompt": {task: {name: fed_summary(by_seed) for name, by_seed in by_variant.items()
+                                  if "prompt_moves" in next(iter(by_seed.values()))[0]}
+                           for task, by_variant in points.items()}}
+
+
+def fed_summary(by_seed: dict[int, list[dict]], window: int = 10) -> dict[str, float]:
+    """Seed means of the fed prompt's row norm at the start and the end, and of its per-token move per step over
+    the first and the last `window` steps."""
+    moves = [[m for p in series for m in p["prompt_moves"]] for series in by_seed.values()]
+    return {"start_row_norm": statistics.mean(s[0]["prompt_start_row_norm"] for s in by_seed.values()),
+            "end_row_norm": statistics.mean(s[-1]["prompt_row_norm"] for s in by_seed.values()),
+            "first_moves": statistics.mean(statistics.mean(m[:window]) for m in moves),
+            "last_moves": statistics.mean(statistics.mean(m[-window:]) for m in moves)}
 
 
 def first_time_at(curve: list[dict], target: float) -> float | None:
@@ -298,6 +338,12 @@ def markdown(report: dict) -> str:
                 seconds, ratio = entry.get("seconds"), entry.get("vs_pt")
                 out.append(f"- {name}: " + (f"{seconds:.0f} s, {ratio:.2f}x PT's" if seconds is not None and ratio
                                             else "not reached"))
+        fed = report.get("fed_prompt", {}).get(task_name) or {}
+        if fed:
+            out += ["", "The prompt the model reads (seed means): row norm at the start -> the end; how far a row "
+                        "moves per step, over the first 10 steps -> the last 10:"]
+            out += [f"- {name}: row norm {f['start_row_norm']:.2f} -> {f['end_row_norm']:.2f}; move per step "
+                    f"{f['first_moves']:.3f} -> {f['last_moves']:.3f}" for name, f in fed.items()]
         out.append("")
     return "\n".join(out)
 

@@ -142,7 +142,12 @@ def test_curve_scores_every_variant_at_the_same_steps_and_reads_the_time_to_accu
     assert [p["step"] for p in points] == [2, 4] and all(p["eval_seconds"] > 0 for p in points)
     head = report["headline"]["sst2"]
     assert head["target"] == curves["pt"][-1]["mean"] - 1 and head["pt"]["vs_pt"] == 1.0
-    assert "Time to PT's final accuracy less one point" in out.with_suffix(".md").read_text()
+    assert [len(p["prompt_moves"]) for p in points] == [2, 2] and all(m > 0 for p in points for m in p["prompt_moves"])
+    fed = report["fed_prompt"]["sst2"]
+    assert list(fed) == list(curves) and all(f["start_row_norm"] > 0 and f["first_moves"] > 0 for f in fed.values())
+    assert fed["pt"]["end_row_norm"] != fed["pt"]["start_row_norm"]  # PT's rows are what it trains
+    md = out.with_suffix(".md").read_text()
+    assert "Time to PT's final accuracy less one point" in md and "- lamp_p4: row norm " in md
     assert "vega" in out.with_suffix(".html").read_text()
 
 
