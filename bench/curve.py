@@ -43,6 +43,7 @@ from lamp_engine.train import Setup, batches, build_model_and_method, evaluate, 
 
 PROMPT_VARIANTS = {"pt": ("pt", {}), "lamp_p1": ("lamp", {"pool": 1}), "lamp_p4": ("lamp", {"pool": 4})}
 DEFAULT_VARIANTS = ("pt", "peft_pt", "lamp_p1", "lamp_p4")
+MOVE_WINDOW = 10  # steps at each end of a run over which the fed prompt's moves are summed up
 
 
 @dataclass
@@ -124,7 +125,7 @@ class Runner:
 
     def __post_init__(self) -> None:
         self.fed = fed_prompt(self.setup)
-        self.start_row_norm = self.fed.norm(dim=1).mean().item() if self.fed is not None else None
+        self.start_row_norm = row_norm(self.fed) if self.fed is not None else None
 
     def advance_to(self, target: int) -> None:
         order = self.setup.train
@@ -150,6 +151,10 @@ def fed_prompt(setup: Setup) -> torch.Tensor | None:
         return None
     with torch.no_grad():
         return setup.method().detach().float().clone()
+
+
+def row_norm(rows: torch.Tensor) -> float:
+    return rows.norm(dim=1).mean().item()
 
 
 def engine_runner(name: str, setup: Setup, config: RunConfig) -> Runner:
@@ -202,7 +207,7 @@ def score(runner: Runner, task: Task, examples: list) -> None:
     started = time.perf_counter()
     metrics, _ = evaluate(setup.backbone, setup.method, task, examples, setup.test, 32)
     since = runner.points[-1]["step"] if runner.points else 0  # the steps since the last evaluation
-    fed = {"prompt_moves": runner.moves[since:], "prompt_row_norm": runner.fed.norm(dim=1).mean().item(),
+    fed = {"prompt_moves": runner.moves[since:], "prompt_row_norm": row_norm(runner.fed),
            "prompt_start_row_norm": runner.start_row_norm} if runner.fed is not None else {}
     runner.points.append({"step": runner.done, "seconds": runner.seconds, **metrics,
                           "eval_seconds": time.perf_counter() - started, "losses": runner.losses[since:], **fed})
@@ -274,14 +279,14 @@ def summarise(settings: CurveSettings, points: dict, main_metrics: dict[str, str
                            for task, by_variant in points.items()}}
 
 
-def fed_summary(by_seed: dict[int, list[dict]], window: int = 10) -> dict[str, float]:
+def fed_summary(by_seed: dict[int, list[dict]]) -> dict[str, float]:
     """Seed means of the fed prompt's row norm at the start and the end, and of its per-token move per step over
-    the first and the last `window` steps."""
+    the first and the last MOVE_WINDOW steps."""
     moves = [[m for p in series for m in p["prompt_moves"]] for series in by_seed.values()]
     return {"start_row_norm": statistics.mean(s[0]["prompt_start_row_norm"] for s in by_seed.values()),
             "end_row_norm": statistics.mean(s[-1]["prompt_row_norm"] for s in by_seed.values()),
-            "first_moves": statistics.mean(statistics.mean(m[:window]) for m in moves),
-            "last_moves": statistics.mean(statistics.mean(m[-window:]) for m in moves)}
+            "first_moves": statistics.mean(statistics.mean(m[:MOVE_WINDOW]) for m in moves),
+            "last_moves": statistics.mean(statistics.mean(m[-MOVE_WINDOW:]) for m in moves)}
 
 
 def first_time_at(curve: list[dict], target: float) -> float | None:
@@ -341,7 +346,7 @@ def markdown(report: dict) -> str:
         fed = report.get("fed_prompt", {}).get(task_name) or {}
         if fed:
             out += ["", "The prompt the model reads (seed means): row norm at the start -> the end; how far a row "
-                        "moves per step, over the first 10 steps -> the last 10:"]
+                        f"moves per step, over the first {MOVE_WINDOW} steps -> the last {MOVE_WINDOW}:"]
             out += [f"- {name}: row norm {f['start_row_norm']:.2f} -> {f['end_row_norm']:.2f}; move per step "
                     f"{f['first_moves']:.3f} -> {f['last_moves']:.3f}" for name, f in fed.items()]
         out.append("")
