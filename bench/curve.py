@@ -16,8 +16,10 @@ excluded) and the metrics. Variants:
 
 The headline is the ratio of the times at which LAMP and PT first reach PT's final accuracy less one point, read
 off the seed-mean curves (linear between evaluations). For a soft prompt every step also records how far the prompt
-the model reads (after LAMP's pooling) moved, per token, and each evaluation its mean row norm: at one learning rate
-Adam moves each trained entry by about as much, so how far the fed rows move depends on the parameterisation.
+the model reads (after LAMP's pooling) moved, per token, and the cosine of that move with the steepest descent of
+the loss in those rows (the negative gradient with respect to them, on the step's batch); each evaluation records
+their mean row norm. At one learning rate Adam moves each trained entry by about as much, so how far and in which
+direction the fed rows move depends on the parameterisation.
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ class Runner:
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
     moves: list[float] = field(default_factory=list)  # per step: mean over fed rows of the norm of their change
+    cosines: list[float] = field(default_factory=list)  # per step: cosine of that change with -d loss / d fed rows
+    gradient: dict[str, torch.Tensor] = field(default_factory=dict)  # "fed": the last step's d loss / d fed rows
     fed: torch.Tensor | None = field(init=False)  # the fed prompt after the last step
     start_row_norm: float | None = field(init=False)
 
@@ -141,7 +145,10 @@ class Runner:
     def record_move(self) -> None:
         now = fed_prompt(self.setup)
         if now is not None:
-            self.moves.append((now - self.fed).norm(dim=1).mean().item())
+            move = now - self.fed
+            self.moves.append(move.norm(dim=1).mean().item())
+            descent = -self.gradient.pop("fed")
+            self.cosines.append((move.flatten() @ descent.flatten() / (move.norm() * descent.norm())).item())
             self.fed = now
 
 
@@ -157,13 +164,31 @@ def row_norm(rows: torch.Tensor) -> float:
     return rows.norm(dim=1).mean().item()
 
 
+def keep_in(gradient: dict[str, torch.Tensor]) -> Callable[[torch.Tensor], None]:
+    """A tensor hook that keeps the gradient reaching the fed rows (a copy of l/p x d floats per step)."""
+    return lambda grad: gradient.__setitem__("fed", grad.detach().float().clone())
+
+
 def engine_runner(name: str, setup: Setup, config: RunConfig) -> Runner:
     def step(batch: list) -> float:
         loss = train_step(setup.backbone, setup.method, batch, setup.optimizer, config.train.max_grad_norm)
         setup.scheduler.step()
         return loss
 
-    return Runner(name, setup, step, batches(len(setup.train), config.train.batch_size, config.train.seed))
+    runner = Runner(name, setup, step, batches(len(setup.train), config.train.batch_size, config.train.seed))
+
+    def hook_fed_rows(module: torch.nn.Module, inputs: tuple, rows: torch.Tensor) -> None:
+        if rows.requires_grad:  # a training step, not an evaluation
+            rows.register_hook(keep_in(runner.gradient))
+
+    if isinstance(setup.method, SoftPrompt):  # the rows it returns are the ones the model reads
+        with torch.enable_grad():
+            rows = setup.method()
+        if rows.is_leaf:  # PT returns its parameter itself: one hook serves the whole run
+            rows.register_hook(keep_in(runner.gradient))
+        else:  # LAMP rebuilds its rows every step: a hook on each step's rows
+            setup.method.register_forward_hook(hook_fed_rows)
+    return runner
 
 
 def peft_runner(setup: Setup, config: RunConfig) -> Runner:
@@ -199,7 +224,9 @@ def peft_runner(setup: Setup, config: RunConfig) -> Runner:
             setup.method.P.copy_(prompt.float())  # what our evaluation scores
         return loss.item()
 
-    return Runner("peft_pt", setup, step, batches(len(setup.train), config.train.batch_size, config.train.seed))
+    runner = Runner("peft_pt", setup, step, batches(len(setup.train), config.train.batch_size, config.train.seed))
+    prompt.register_hook(keep_in(runner.gradient))  # PEFT's prompt rows are the fed rows
+    return runner
 
 
 def score(runner: Runner, task: Task, examples: list) -> None:
@@ -207,7 +234,8 @@ def score(runner: Runner, task: Task, examples: list) -> None:
     started = time.perf_counter()
     metrics, _ = evaluate(setup.backbone, setup.method, task, examples, setup.test, 32)
     since = runner.points[-1]["step"] if runner.points else 0  # the steps since the last evaluation
-    fed = {"prompt_moves": runner.moves[since:], "prompt_row_norm": row_norm(runner.fed),
+    fed = {"prompt_moves": runner.moves[since:], "prompt_step_cosines": runner.cosines[since:],
+           "prompt_row_norm": row_norm(runner.fed),
            "prompt_start_row_norm": runner.start_row_norm} if runner.fed is not None else {}
     runner.points.append({"step": runner.done, "seconds": runner.seconds, **metrics,
                           "eval_seconds": time.perf_counter() - started, "losses": runner.losses[since:], **fed})
@@ -280,13 +308,19 @@ def summarise(settings: CurveSettings, points: dict, main_metrics: dict[str, str
 
 
 def fed_summary(by_seed: dict[int, list[dict]]) -> dict[str, float]:
-    """Seed means of the fed prompt's row norm at the start and the end, and of its per-token move per step over
-    the first and the last MOVE_WINDOW steps."""
-    moves = [[m for p in series for m in p["prompt_moves"]] for series in by_seed.values()]
+    """Seed means of the fed prompt's row norm at the start and the end, and of its per-token move per step and that
+    move's cosine with the steepest descent, over the first and the last MOVE_WINDOW steps."""
+    def window_means(key: str) -> tuple[float, float]:
+        runs = [[v for p in series for v in p[key]] for series in by_seed.values()]
+        return (statistics.mean(statistics.mean(r[:MOVE_WINDOW]) for r in runs),
+                statistics.mean(statistics.mean(r[-MOVE_WINDOW:]) for r in runs))
+
+    (first_moves, last_moves), (first_cosines, last_cosines) = window_means("prompt_moves"), window_means(
+        "prompt_step_cosines")
     return {"start_row_norm": statistics.mean(s[0]["prompt_start_row_norm"] for s in by_seed.values()),
             "end_row_norm": statistics.mean(s[-1]["prompt_row_norm"] for s in by_seed.values()),
-            "first_moves": statistics.mean(statistics.mean(m[:MOVE_WINDOW]) for m in moves),
-            "last_moves": statistics.mean(statistics.mean(m[-MOVE_WINDOW:]) for m in moves)}
+            "first_moves": first_moves, "last_moves": last_moves,
+            "first_cosines": first_cosines, "last_cosines": last_cosines}
 
 
 def first_time_at(curve: list[dict], target: float) -> float | None:
@@ -346,9 +380,11 @@ def markdown(report: dict) -> str:
         fed = report.get("fed_prompt", {}).get(task_name) or {}
         if fed:
             out += ["", "The prompt the model reads (seed means): row norm at the start -> the end; how far a row "
-                        f"moves per step, over the first {MOVE_WINDOW} steps -> the last {MOVE_WINDOW}:"]
+                        f"moves per step and that move's cosine with the steepest descent of the loss in those rows, "
+                        f"over the first {MOVE_WINDOW} steps -> the last {MOVE_WINDOW}:"]
             out += [f"- {name}: row norm {f['start_row_norm']:.2f} -> {f['end_row_norm']:.2f}; move per step "
-                    f"{f['first_moves']:.3f} -> {f['last_moves']:.3f}" for name, f in fed.items()]
+                    f"{f['first_moves']:.3f} -> {f['last_moves']:.3f}; cosine {f['first_cosines']:.2f} -> "
+                    f"{f['last_cosines']:.2f}" for name, f in fed.items()]
         out.append("")
     return "\n".join(out)
 

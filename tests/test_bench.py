@@ -143,11 +143,15 @@ def test_curve_scores_every_variant_at_the_same_steps_and_reads_the_time_to_accu
     head = report["headline"]["sst2"]
     assert head["target"] == curves["pt"][-1]["mean"] - 1 and head["pt"]["vs_pt"] == 1.0
     assert [len(p["prompt_moves"]) for p in points] == [2, 2] and all(m > 0 for p in points for m in p["prompt_moves"])
+    cosines = [c for p in points for c in p["prompt_step_cosines"]]
+    assert len(cosines) == 4 and all(-1 <= c <= 1 for c in cosines)
+    assert cosines[0] > 0  # Adam's first step is the sign of the gradient: a descent direction
     fed = report["fed_prompt"]["sst2"]
     assert list(fed) == list(curves) and all(f["start_row_norm"] > 0 and f["first_moves"] > 0 for f in fed.values())
+    assert all(0 < f["first_cosines"] <= 1 for f in fed.values())
     assert fed["pt"]["end_row_norm"] != fed["pt"]["start_row_norm"]  # PT's rows are what it trains
     md = out.with_suffix(".md").read_text()
-    assert "Time to PT's final accuracy less one point" in md and "- lamp_p4: row norm " in md
+    assert "Time to PT's final accuracy less one point" in md and "- lamp_p4: row norm " in md and "; cosine " in md
     assert "vega" in out.with_suffix(".html").read_text()
 
 
