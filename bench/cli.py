@@ -2,7 +2,7 @@
 
     lamp bench speed [--model smollm2-135m | --random-init --shape llama2-7b] [--device cpu|cuda] [--compile] ...
     lamp bench table [--plan full|smoke] [--via-queue] ...
-    lamp bench curve [--model smollm2-135m] [--tasks sst2,rte] [--seeds 1,2,3] [--eval-at 25,50,100,150] ...
+    lamp bench curve [--model smollm2-135m] [--tasks sst2,rte] [--seeds 1,2,3] [--eval-at 25,50,100,150] [--resume] ...
 
 Results go to bench/results/ (or --output, a path without extension: NAME.json and NAME.md are written).
 """
@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a LAMP option for an ablation, e.g. --lamp factor_lr=scaled (repeatable)")
     curve.add_argument("--data-dir", help="task data folder (default: ../shared/data or LAMP_DATA_DIR)")
     curve.add_argument("--output", help="output path without extension (default: bench/results/curve-<model>)")
+    curve.add_argument("--resume", action="store_true",
+                       help="keep the seeds the report at --output already has (same settings, same kind of "
+                            "machine) and run only the others: a sitting split across sessions, or an interrupted one")
     table = commands.add_parser("table", help="accuracy: methods x tasks x seeds, and the ablations")
     table.add_argument("--plan", default="full", choices=sorted(PLANS), help="which grid of runs (default: full)")
     table.add_argument("--parts", help="comma-separated subset of the plan's parts (e.g. main,pool)")
@@ -159,10 +162,24 @@ def run_curve_command(args: argparse.Namespace) -> int:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.with_suffix(".json").write_text(json.dumps(report, indent=2))
 
-    report = run_curve(settings, log=lambda line: print(line, file=sys.stderr), save=save_partial)
+    previous = earlier_report(output.with_suffix(".json")) if args.resume else None
+    report = run_curve(settings, log=lambda line: print(line, file=sys.stderr), save=save_partial, previous=previous)
     write(report, markdown(report), output)
     chart(report).save(str(output.with_suffix(".html")))
     return 0
+
+
+def earlier_report(path: Path) -> dict | None:
+    """The report `--resume` continues, or None where there is none yet (the sitting starts from nothing)."""
+    from lamp_engine.errors import ConfigError
+
+    if not path.exists():
+        print(f"resume: no report at {path} yet; running every seed", file=sys.stderr)
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"resume: {path} is not a JSON report ({error}); give another --output") from None
 
 
 def write(report: dict, table: str, output: Path) -> None:

@@ -25,6 +25,7 @@ direction the fed rows move depends on the parameterisation.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import statistics
 import time
@@ -45,6 +46,7 @@ from lamp_engine.train import Setup, batches, build_model_and_method, evaluate, 
 
 PROMPT_VARIANTS = {"pt": ("pt", {}), "lamp_p1": ("lamp", {"pool": 1}), "lamp_p4": ("lamp", {"pool": 4})}
 DEFAULT_VARIANTS = ("pt", "peft_pt", "lamp_p1", "lamp_p4")
+MACHINE_FACTS = ("cpus", "cpu_model", "cpu_bf16", "threads", "torch")  # what seeds joined by --resume must share
 MOVE_WINDOW = 10  # steps at each end of a run over which the fed prompt's moves are summed up
 
 
@@ -262,26 +264,75 @@ def run_seed(settings: CurveSettings, task_name: str, seed: int, log: Callable[[
 
 
 def run_curve(settings: CurveSettings, log: Callable[[str], None] = print,
-              save: Callable[[dict], None] | None = None) -> dict:
-    """Every task and seed; the report (settings, machine, points, mean curves, headline ratios)."""
+              save: Callable[[dict], None] | None = None, previous: dict | None = None) -> dict:
+    """Every task and seed, but those an earlier sitting of the same settings (`previous`, its report) already ran,
+    which are kept as they are; the report (settings, sittings, points, mean curves, headline ratios)."""
     from bench.speed import machine
+    from lamp_engine.tasks import get_task
 
     started, load_start = time.perf_counter(), os.getloadavg()[0]
-    points: dict[str, dict[str, dict[int, list]]] = {}
-    main_metrics: dict[str, str] = {}
+    points, sittings = kept_points(settings, previous) if previous else ({}, [])
+    check_same_machine(sittings, machine(torch.device("cpu"), load_start, load_start))
+    seeds = sorted({*settings.seeds, *(seed for sitting in sittings for seed in sitting["seeds"])})
+    merged = dataclasses.replace(settings, seeds=tuple(seeds))
+    main_metrics = {task_name: get_task(task_name).main_metric for task_name in settings.tasks}
+    report, ran = {**summarise(merged, points, main_metrics), "sittings": sittings}, []
     for task_name in settings.tasks:
-        from lamp_engine.tasks import get_task
-
-        main_metrics[task_name] = get_task(task_name).main_metric
         for seed in settings.seeds:
+            if seed in points.get(task_name, {}).get(settings.variants[0], {}):
+                log(f"{task_name} seed {seed}: kept from an earlier sitting")
+                continue
             for name, series in run_seed(settings, task_name, seed, log).items():
                 points.setdefault(task_name, {}).setdefault(name, {})[seed] = series
-            report = summarise(settings, points, main_metrics)
-            report.update(wall_seconds=time.perf_counter() - started,
-                          machine=machine(torch.device("cpu"), load_start, os.getloadavg()[0]))
+            ran += [seed] if seed not in ran else []
+            sitting = {"seeds": ran, "wall_seconds": time.perf_counter() - started,
+                       "machine": machine(torch.device("cpu"), load_start, os.getloadavg()[0])}
+            report = {**summarise(merged, points, main_metrics), "sittings": [*sittings, sitting]}
             if save:
                 save(report)
     return report
+
+
+def sittings_of(report: dict) -> list[dict]:
+    """The sittings a report's seeds ran in: which seeds, on which machine, how long (a report written before
+    `--resume` existed had one, kept as `machine` and `wall_seconds`)."""
+    if "sittings" in report:
+        return report["sittings"]
+    seeds = sorted({int(seed) for by_variant in report["points"].values() for by_seed in by_variant.values()
+                    for seed in by_seed})
+    return [{"seeds": seeds, "machine": report.get("machine") or {}, "wall_seconds": report.get("wall_seconds", 0)}]
+
+
+def kept_points(settings: CurveSettings, previous: dict) -> tuple[dict, list[dict]]:
+    """An earlier sitting's points and sittings, kept only when it ran these settings but for the seeds: a point's
+    seconds and accuracy depend on every other one."""
+    try:
+        before = previous["settings"]
+        points = {task: {name: {int(seed): series for seed, series in by_seed.items()}
+                         for name, by_seed in by_variant.items()} for task, by_variant in previous["points"].items()}
+        sittings = sittings_of(previous)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise ConfigError("resume: the report at --output is not a curve report; give another --output") from None
+    now = json.loads(json.dumps(dataclasses.asdict(settings)))  # tuples as the JSON's lists
+    differ = [f"{key} {before.get(key)!r}, not {value!r}" for key, value in now.items()
+              if key != "seeds" and before.get(key) != value]
+    if differ:
+        raise ConfigError(f"resume: the report at --output ran with {'; '.join(differ)}; give its settings, or "
+                          f"another --output for a new sitting")
+    return points, sittings
+
+
+def check_same_machine(sittings: list[dict], here: dict) -> None:
+    """Seeds from one kind of machine only: their seconds are averaged, and bf16 kernels round differently on
+    different CPUs (docs/benchmarks.md 6.1). A fact an old report did not record is not compared."""
+    for sitting in sittings:
+        there = sitting["machine"]
+        differ = [f"{key} {there[key]} here {here[key]}" for key in MACHINE_FACTS
+                  if key in there and there[key] != here[key]]
+        if differ:
+            raise ConfigError(f"resume: seeds {', '.join(map(str, sitting['seeds']))} of the report at --output ran "
+                              f"on another machine ({'; '.join(differ)}), so their seconds would not average with "
+                              f"these; give another --output")
 
 
 def summarise(settings: CurveSettings, points: dict, main_metrics: dict[str, str]) -> dict:
@@ -351,15 +402,15 @@ def headline(curves: dict[str, list[dict]]) -> dict[str, Any]:
 
 
 def markdown(report: dict) -> str:
-    s, m = report["settings"], report.get("machine") or {}
+    s = report["settings"]
     lamp = ", ".join(f"{k}={v}" for k, v in s["lamp"].items())
     size = f"at most {s['max_eval_examples']} evaluation examples (a screening run)" if s["max_eval_examples"] \
         else "the full evaluation set"
+    sittings = sittings_of(report)
+    where = "; ".join(("" if len(sittings) == 1 else f"seeds {', '.join(map(str, sitting['seeds']))} ")
+                      + sitting_text(sitting) for sitting in sittings)
     out = [f"{s['model']}, batch {s['batch_size']}, {s['steps']} steps (or a variant's own), seeds "
-           f"{', '.join(map(str, s['seeds']))}, {size}{'; LAMP ' + lamp if lamp else ''}; "
-           f"on {m.get('cpus')} x {m.get('cpu_model')}, load "
-           f"{m.get('load_average_start', 0):.2f} -> {m.get('load_average_end', 0):.2f}, "
-           f"{report.get('wall_seconds', 0) / 60:.0f} min", ""]
+           f"{', '.join(map(str, s['seeds']))}, {size}{'; LAMP ' + lamp if lamp else ''}; {where}", ""]
     for task_name, curves in report["curves"].items():
         metric = report["main_metrics"][task_name]
         steps = s["eval_at"]
@@ -387,6 +438,12 @@ def markdown(report: dict) -> str:
                     f"{f['last_cosines']:.2f}" for name, f in fed.items()]
         out.append("")
     return "\n".join(out)
+
+
+def sitting_text(sitting: dict) -> str:
+    m = sitting["machine"]
+    return (f"on {m.get('cpus')} x {m.get('cpu_model')}, load {m.get('load_average_start', 0):.2f} -> "
+            f"{m.get('load_average_end', 0):.2f}, {sitting.get('wall_seconds', 0) / 60:.0f} min")
 
 
 def chart(report: dict) -> alt.FacetChart:

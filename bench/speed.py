@@ -45,7 +45,9 @@ from lamp_engine.backbones import (
     Backbone,
     Encoded,
     compile_body,
+    cpu_flags,
     load_backbone,
+    native_bf16,
     resolve_device,
     resolve_dtype,
 )
@@ -410,7 +412,8 @@ def machine(device: torch.device, load_start: float, load_end: float) -> dict:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return {"cpus": os.cpu_count(), "cpu_model": cpu, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    return {"cpus": os.cpu_count(), "cpu_model": cpu, "cpu_bf16": native_bf16(cpu_flags()),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "load_average_start": load_start, "load_average_end": load_end}
 

@@ -169,6 +169,36 @@ def test_a_variant_with_its_own_budget_trains_and_is_scored_to_its_own_last_step
         .endswith("| – |")  # nothing scored past PT's budget
 
 
+def test_resume_keeps_the_seeds_a_report_has_and_runs_only_the_others(tmp_path, capsys):
+    out = tmp_path / "curve"
+    run = ["bench", "curve", "--model", "tiny-t5", "--tasks", "sst2", "--steps", "2", "--eval-at", "1,2",
+           "--batch-size", "2", "--max-source-length", "32", "--max-eval-examples", "8", "--variants", "pt,lamp_p4",
+           "--data-dir", str(DATA), "--output", str(out)]
+    assert main([*run, "--seeds", "1"]) == 0
+    first = json.loads(out.with_suffix(".json").read_text())
+    assert main([*run, "--seeds", "2,1", "--resume"]) == 0
+    assert "sst2 seed 1: kept from an earlier sitting" in capsys.readouterr().err
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["settings"]["seeds"] == [1, 2]
+    for name in ("pt", "lamp_p4"):  # seed 1 as the first sitting left it (its clock included), seed 2 new
+        by_seed = report["points"]["sst2"][name]
+        assert by_seed["1"] == first["points"]["sst2"][name]["1"] and [p["step"] for p in by_seed["2"]] == [1, 2]
+        assert [r["n"] for r in report["curves"]["sst2"][name]] == [2, 2]
+    assert [s["seeds"] for s in report["sittings"]] == [[1], [2]]
+    assert "seeds 1 on " in (md := out.with_suffix(".md").read_text()) and "; seeds 2 on " in md
+
+    assert main([*run, "--seeds", "3", "--resume", "--steps", "4", "--eval-at", "2,4"]) != 0  # other settings
+    assert "resume: the report at --output ran with steps 2, not 4; eval_at [1, 2], not [2, 4]" in \
+        capsys.readouterr().err
+    report["sittings"][0]["machine"]["cpus"] += 64  # seeds from another kind of machine
+    out.with_suffix(".json").write_text(json.dumps(report))
+    assert main([*run, "--seeds", "3", "--resume"]) != 0
+    assert "resume: seeds 1 of the report at --output ran on another machine (cpus " in capsys.readouterr().err
+    out.with_suffix(".json").write_bytes(b"\x89PNG\r\n")
+    assert main([*run, "--seeds", "3", "--resume"]) != 0
+    assert f"resume: {out.with_suffix('.json')} is not a JSON report" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("eval_at, says", [("2", "ending at the longest budget, 4 steps"),
                                            ("1,4", "add 2, the last step of a variant's budget")])
 def test_the_evaluation_steps_must_cover_every_budget(tmp_path, capsys, eval_at, says):
