@@ -330,7 +330,7 @@ def check_same_machine(sittings: list[dict], here: dict) -> None:
         differ = [f"{key} {there[key]} here {here[key]}" for key in MACHINE_FACTS
                   if key in there and there[key] != here[key]]
         if differ:
-            raise ConfigError(f"resume: seeds {', '.join(map(str, sitting['seeds']))} of the report at --output ran "
+            raise ConfigError(f"resume: {seeds_text(sitting['seeds'])} of the report at --output ran "
                               f"on another machine ({'; '.join(differ)}), so their seconds would not average with "
                               f"these; give another --output")
 
@@ -407,8 +407,8 @@ def markdown(report: dict) -> str:
     size = f"at most {s['max_eval_examples']} evaluation examples (a screening run)" if s["max_eval_examples"] \
         else "the full evaluation set"
     sittings = sittings_of(report)
-    where = "; ".join(("" if len(sittings) == 1 else f"seeds {', '.join(map(str, sitting['seeds']))} ")
-                      + sitting_text(sitting) for sitting in sittings)
+    where = "; ".join(("" if len(sittings) == 1 else f"{seeds_text(sitting['seeds'])} ") + sitting_text(sitting)
+                      for sitting in sittings)
     out = [f"{s['model']}, batch {s['batch_size']}, {s['steps']} steps (or a variant's own), seeds "
            f"{', '.join(map(str, s['seeds']))}, {size}{'; LAMP ' + lamp if lamp else ''}; {where}", ""]
     for task_name, curves in report["curves"].items():
@@ -438,6 +438,10 @@ def markdown(report: dict) -> str:
                     f"{f['last_cosines']:.2f}" for name, f in fed.items()]
         out.append("")
     return "\n".join(out)
+
+
+def seeds_text(seeds: list[int]) -> str:
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
 def sitting_text(sitting: dict) -> str:

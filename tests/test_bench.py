@@ -185,7 +185,7 @@ def test_resume_keeps_the_seeds_a_report_has_and_runs_only_the_others(tmp_path, 
         assert by_seed["1"] == first["points"]["sst2"][name]["1"] and [p["step"] for p in by_seed["2"]] == [1, 2]
         assert [r["n"] for r in report["curves"]["sst2"][name]] == [2, 2]
     assert [s["seeds"] for s in report["sittings"]] == [[1], [2]]
-    assert "seeds 1 on " in (md := out.with_suffix(".md").read_text()) and "; seeds 2 on " in md
+    assert "; seed 1 on " in (md := out.with_suffix(".md").read_text()) and "; seed 2 on " in md
 
     assert main([*run, "--seeds", "3", "--resume", "--steps", "4", "--eval-at", "2,4"]) != 0  # other settings
     assert "resume: the report at --output ran with steps 2, not 4; eval_at [1, 2], not [2, 4]" in \
@@ -193,7 +193,7 @@ def test_resume_keeps_the_seeds_a_report_has_and_runs_only_the_others(tmp_path, 
     report["sittings"][0]["machine"]["cpus"] += 64  # seeds from another kind of machine
     out.with_suffix(".json").write_text(json.dumps(report))
     assert main([*run, "--seeds", "3", "--resume"]) != 0
-    assert "resume: seeds 1 of the report at --output ran on another machine (cpus " in capsys.readouterr().err
+    assert "resume: seed 1 of the report at --output ran on another machine (cpus " in capsys.readouterr().err
     out.with_suffix(".json").write_bytes(b"\x89PNG\r\n")
     assert main([*run, "--seeds", "3", "--resume"]) != 0
     assert f"resume: {out.with_suffix('.json')} is not a JSON report" in capsys.readouterr().err
