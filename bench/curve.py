@@ -409,8 +409,10 @@ def markdown(report: dict) -> str:
     sittings = sittings_of(report)
     where = "; ".join(("" if len(sittings) == 1 else f"{seeds_text(sitting['seeds'])} ") + sitting_text(sitting)
                       for sitting in sittings)
-    out = [f"{s['model']}, batch {s['batch_size']}, {s['steps']} steps (or a variant's own), seeds "
-           f"{', '.join(map(str, s['seeds']))}, {size}{'; LAMP ' + lamp if lamp else ''}; {where}", ""]
+    ran = sorted({seed for sitting in sittings for seed in sitting["seeds"]})
+    asked = "" if ran == sorted(s["seeds"]) else f" (of {', '.join(map(str, s['seeds']))} asked for)"
+    out = [f"{s['model']}, batch {s['batch_size']}, {s['steps']} steps (or a variant's own), {seeds_text(ran)}{asked}, "
+           f"{size}{'; LAMP ' + lamp if lamp else ''}; {where}", ""]
     for task_name, curves in report["curves"].items():
         metric = report["main_metrics"][task_name]
         steps = s["eval_at"]

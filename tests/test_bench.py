@@ -186,6 +186,7 @@ def test_resume_keeps_the_seeds_a_report_has_and_runs_only_the_others(tmp_path, 
         assert [r["n"] for r in report["curves"]["sst2"][name]] == [2, 2]
     assert [s["seeds"] for s in report["sittings"]] == [[1], [2]]
     assert "; seed 1 on " in (md := out.with_suffix(".md").read_text()) and "; seed 2 on " in md
+    assert "steps (or a variant's own), seeds 1, 2, at most 8 " in md  # the seeds that ran
 
     assert main([*run, "--seeds", "3", "--resume", "--steps", "4", "--eval-at", "2,4"]) != 0  # other settings
     assert "resume: the report at --output ran with steps 2, not 4; eval_at [1, 2], not [2, 4]" in \
