@@ -23,6 +23,7 @@ INIT_VOCABULARIES = ("frequent", "words")
 FACTOR_LRS = ("equal", "scaled")
 PROMPT_SCALES = ("truncated", "matched")
 POOL_INITS = ("rows", "blocks")
+RESIDUALS = ("dropped", "frozen")
 
 
 class MethodFamily(StrEnum):
@@ -129,6 +130,10 @@ class LampConfig(SoftPromptConfig):
                                "each repeated p times, so that pooling keeps the rank-r prompt of l/p words whole "
                                "instead of averaging away all but the direction the rows share", "rows",
                                choices=POOL_INITS)
+    residual: str = described("'dropped': the prompt is the rank-r product alone (the paper); 'frozen': P's part "
+                              "beyond rank r is kept as a fixed buffer added to the product, so the first prompt is "
+                              "P itself and training moves only its rank-r part (no extra trained parameters)",
+                              "dropped", choices=RESIDUALS)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -137,6 +142,7 @@ class LampConfig(SoftPromptConfig):
         one_of(self, "factor_lr", FACTOR_LRS)
         one_of(self, "prompt_scale", PROMPT_SCALES)
         one_of(self, "pool_init", POOL_INITS)
+        one_of(self, "residual", RESIDUALS)
         require(self.rank <= self.length, "rank", f"rank {self.rank} exceeds the prompt length {self.length}")
         require(self.length % self.pool == 0, "pool",
                 f"prompt length {self.length} is not divisible by pool size {self.pool}; use a length that is a "

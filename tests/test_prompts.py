@@ -72,6 +72,19 @@ def test_block_init_pools_back_to_the_rank_r_prompt_of_the_first_l_over_p_rows()
         assert blocks().norm() > 1.2 * rows().norm()  # averaging distinct rows shrinks all but their shared part
 
 
+def test_frozen_residual_starts_from_p_pooled_and_trains_only_the_rank_r_part():
+    P = vocab_rows(24, 32)
+    prompt = build_prompt(LampConfig(length=24, rank=5, pool=4, residual="frozen"), P, 64)
+    plain = build_prompt(LampConfig(length=24, rank=5, pool=4), P, 64)
+    assert prompt.num_trainable() == plain.num_trainable() and not prompt.R.requires_grad
+    with torch.no_grad():
+        torch.testing.assert_close(prompt(), P.reshape(6, 4, 32).mean(dim=1), atol=1e-4, rtol=1e-4)
+        prompt.Q.mul_(1.5)
+        plain.Q.mul_(1.5)
+        torch.testing.assert_close(prompt() - plain(), (P - (plain.U * (plain.Q / 1.5) ** 2) @ plain.V.T)
+                                   .reshape(6, 4, 32).mean(dim=1), atol=1e-4, rtol=1e-4)
+
+
 def test_attention_pooling_rows_are_convex_combinations_of_c():
     prompt = build_prompt(LampConfig(length=12, rank=3, pool=3, attention_pool=True),
                           vocab_rows(12, 16), 64)

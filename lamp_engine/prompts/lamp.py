@@ -36,6 +36,8 @@ class Lamp(SoftPrompt):
         self.U = nn.Parameter(U[:, :r].contiguous())  # l x r
         self.Q = nn.Parameter(Q.clone())  # r
         self.V = nn.Parameter(Vh[:r].T.contiguous())  # d x r
+        residual = init.float() - (U[:, :r] * Q**2) @ Vh[:r] if config.residual == "frozen" else None
+        self.register_buffer("R", residual)  # `residual="frozen"`: what the rank-r product leaves out of P
         # `factor_lr="scaled"`: each factor's initial RMS over P's (the scale Adam's steps are relative to)
         self.factor_scale = {name: rms(p) / max(rms(init), 1e-12) for name, p in (("U", self.U), ("Q", self.Q),
                                                                             ("V", self.V))}
@@ -62,7 +64,8 @@ class Lamp(SoftPrompt):
     def unpooled(self) -> torch.Tensor:
         M = self.U * self.Q  # U diag(Q)        (eq. 3)
         I = self.Q[:, None] * self.V.T  # diag(Q) V^T   (eq. 4)
-        return M @ I  # C = sum_i M[:, i] (x) I[i, :] as one matrix product   (eq. 5)
+        C = M @ I  # C = sum_i M[:, i] (x) I[i, :] as one matrix product   (eq. 5)
+        return C if self.R is None else C + self.R
 
 
 def rms(tensor: torch.Tensor) -> float:
