@@ -85,6 +85,14 @@ def test_frozen_residual_starts_from_p_pooled_and_trains_only_the_rank_r_part():
                                    .reshape(6, 4, 32).mean(dim=1), atol=1e-4, rtol=1e-4)
 
 
+def test_frozen_residual_is_saved_with_the_run_and_loads_back():
+    config = LampConfig(length=24, rank=5, pool=4, residual="frozen")
+    trained, fresh = build_prompt(config, vocab_rows(24, 32, seed=1), 64), build_prompt(config, vocab_rows(24, 32), 64)
+    fresh.load_trainable_state(trained.trainable_state())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(), trained())
+
+
 def test_attention_pooling_rows_are_convex_combinations_of_c():
     prompt = build_prompt(LampConfig(length=12, rank=3, pool=3, attention_pool=True),
                           vocab_rows(12, 16), 64)
