@@ -36,8 +36,9 @@ class Lamp(SoftPrompt):
         self.U = nn.Parameter(U[:, :r].contiguous())  # l x r
         self.Q = nn.Parameter(Q.clone())  # r
         self.V = nn.Parameter(Vh[:r].T.contiguous())  # d x r
-        residual = init.float() - (U[:, :r] * Q**2) @ Vh[:r] if config.residual == "frozen" else None
-        self.register_buffer("R", residual)  # `residual="frozen"`: what the rank-r product leaves out of P
+        self.register_buffer("R", None)  # `residual="frozen"`: what the first rank-r product leaves out of P
+        if config.residual == "frozen":
+            self.R = init.float() - self.unpooled().detach()
         # `factor_lr="scaled"`: each factor's initial RMS over P's (the scale Adam's steps are relative to)
         self.factor_scale = {name: rms(p) / max(rms(init), 1e-12) for name, p in (("U", self.U), ("Q", self.Q),
                                                                             ("V", self.V))}
