@@ -372,10 +372,36 @@ cleanup() {
   local pid_file=$WORK/lamp-home/redis/redis.pid
   # Interrupted during a step: its session would run on without us.
   if [[ -n ${STEP_SESSION:-} ]]; then end_session "$STEP_SESSION" 5; fi
-  if [[ -f $pid_file ]]; then  # the embedded Redis daemonises; stop the one this check started
-    kill "$(cat "$pid_file")" 2>/dev/null || true
-  fi
+  # The embedded Redis daemonises into a session of its own; stop the one this check started, and wait for it:
+  # it takes TERM as a request to shut down at its next tick, so the check could otherwise return before it ends.
+  if [[ -f $pid_file ]]; then stop_process "$(cat "$pid_file")" 10; fi
   if ((KEEP_WORK)); then echo "gpu_check: scratch folder kept: $WORK"; else rm -rf "$WORK"; fi
+  # The log's tee ends once it has written the last line: wait for it, so check.log is whole when we return.
+  if [[ -n ${LOG_TEE:-} ]]; then exec >&- 2>&-; wait_for_end "$LOG_TEE" 10 || true; fi
+}
+
+# TERM one process, wait up to `grace` seconds for it to go, then KILL it.
+stop_process() {
+  kill -TERM "$1" 2>/dev/null || return 0
+  wait_for_end "$1" "$2" || kill -KILL "$1" 2>/dev/null || true
+}
+
+# Wait up to `seconds` for a process to end; fails if it still runs then.
+wait_for_end() {
+  local pid=$1 seconds=$2 i
+  for ((i = 0; i < seconds * 10; i++)); do
+    running "$pid" || return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# Whether a process still runs: a zombie has ended, though a container's init may be slow to reap it.
+running() {
+  local line fields
+  { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
+  read -r -a fields <<<"${line##*) }"
+  [[ ${fields[0]} != Z ]]
 }
 
 elapsed() { echo $(($(date +%s) - START)); }
@@ -609,6 +635,7 @@ main() {
   trap cleanup EXIT
   trap 'exit 130' INT TERM
   exec > >(tee -a "$OUT_DIR/check.log") 2>&1
+  LOG_TEE=$!
   START=$(date +%s)
   say "$( ((DRY_RUN)) && echo "dry run on the CPU" || echo "GPU check"), deadline ${DEADLINE_S} s," \
     "python $PY, output $OUT_DIR, wheels $WHEELS"

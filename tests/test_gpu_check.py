@@ -155,7 +155,8 @@ def test_dry_run_with_a_wheel_folder_that_does_not_suit_the_gpu_machine_fails_th
 
 
 def test_a_step_past_its_limit_is_ended_with_everything_it_started(tmp_path: Path) -> None:
-    """The check must stop by itself: a queued run given 5 s is ended, its worker and the job's horse too."""
+    """The check must stop by itself: a queued run given 5 s is ended, its worker, the job's horse, the embedded
+    Redis and the log's tee too, all before the check returns."""
     started = time.monotonic()
     result = run_check(tmp_path / "out", "--steps", "queued-run", "--step-limit", "5", "--keep-work", timeout=120)
     assert time.monotonic() - started < 60
@@ -164,6 +165,7 @@ def test_a_step_past_its_limit_is_ended_with_everything_it_started(tmp_path: Pat
     assert steps["queued-run"]["outcome"] == "failed"
     assert steps["queued-run"]["detail"] == "timed out after its limit of 5 s"
     work = re.search(r"scratch folder kept: (\S+)", result.stdout).group(1)
+    assert f"scratch folder kept: {work}" in (tmp_path / "out" / "check.log").read_text()  # the log's tee ended too
     left = [pid for pid in os.listdir("/proc") if pid.isdigit() and own_process(pid, work)]
     shutil.rmtree(work, ignore_errors=True)
     assert not left, f"processes of the check still run: {left}"
