@@ -396,24 +396,30 @@ wait_for_end() {
   return 1
 }
 
+# The fields of /proc/PID/stat after the process name, into the array named by $2: the state first, the session
+# id fourth (the name may hold blanks, so the fields are counted after its closing parenthesis). Fails once the
+# process is gone.
+stat_fields() {
+  local -n into=$2
+  local line
+  { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
+  read -r -a into <<<"${line##*) }"
+}
+
 # Whether a process still runs: a zombie has ended, though a container's init may be slow to reap it.
 running() {
-  local line fields
-  { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
-  read -r -a fields <<<"${line##*) }"
-  [[ ${fields[0]} != Z ]]
+  local fields
+  stat_fields "$1" fields && [[ ${fields[0]} != Z ]]
 }
 
 elapsed() { echo $(($(date +%s) - START)); }
 
-# The processes of a session, by id: the pids whose /proc/PID/stat names that session (field 6; the process
-# name in field 2 may hold blanks, so the fields are counted after its closing parenthesis).
+# The processes of a session, by id: the pids whose /proc/PID/stat names that session.
 session_pids() {
-  local sid=$1 stat line fields
-  for stat in /proc/[0-9]*/stat; do
-    { read -r line <"$stat"; } 2>/dev/null || continue  # a process may end meanwhile
-    read -r -a fields <<<"${line##*) }"
-    [[ ${fields[3]:-} == "$sid" ]] && echo "${stat//[!0-9]/}"
+  local sid=$1 dir fields
+  for dir in /proc/[0-9]*; do
+    stat_fields "${dir#/proc/}" fields || continue  # a process may end meanwhile
+    [[ ${fields[3]:-} == "$sid" ]] && echo "${dir#/proc/}"
   done
   true
 }
