@@ -9,6 +9,7 @@ COPY pyproject.toml constraints.txt README.md lamp_cli.py ./
 COPY lamp_common lamp_common
 COPY lamp_engine lamp_engine
 COPY store store
+COPY migrations migrations
 COPY worker worker
 COPY app app
 COPY bench bench

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.resources
 import logging
 import os
 import time
@@ -31,7 +32,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from lamp_common.errors import LampError
 from store.settings import store_patience_s
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_MIGRATION_LOCK_ID = 0x1A4D0  # any constant shared by every process of this product
 
@@ -112,16 +112,28 @@ def _forget_connections_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_connections_after_fork)
 
 
+@cache
+def migrations_dir() -> Path:
+    """The Alembic scripts: the package store.migrations where the project is installed (a wheel holds the folder
+    under that name, an editable install maps it there), else the checkout's top-level migrations/ folder (code run
+    from a source tree, or an editable install made before the folder moved out of store/)."""
+    with contextlib.suppress(ModuleNotFoundError):
+        installed = Path(str(importlib.resources.files("store.migrations")))
+        if (installed / "env.py").is_file():  # not a namespace left by an old store/migrations/__pycache__
+            return installed
+    return Path(__file__).resolve().parents[1] / "migrations"
+
+
 def _alembic_config(connection: Connection) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(migrations_dir()))
     config.attributes["connection"] = connection
     return config
 
 
 def _head_revision() -> str | None:
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(migrations_dir()))
     return ScriptDirectory.from_config(config).get_current_head()
 
 

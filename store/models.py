@@ -1,7 +1,7 @@
 """The run store's tables: runs, the metric points they stream while training, the sweeps that group them, and
 the files they write (content-addressed blobs, so a retry or a re-upload never stores the same bytes twice).
 
-The schema is created and changed only by the Alembic migrations in store/migrations/; these classes describe it.
+The schema is created and changed only by the Alembic migrations in migrations/; these classes describe it.
 A run's measurement columns are named after the fields of `RunResult` that it marks as columns, and
 `result_columns` copies a result into them by that list.
 Metric point keys: training points use the engine's names ("loss", "lr"); evaluation points are prefixed
