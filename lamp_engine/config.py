@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -19,8 +20,18 @@ from typing import Any
 
 from lamp_engine.aliases import ALIASES
 from lamp_engine.errors import ConfigError
-from lamp_engine.methods import METHODS, LampConfig, MethodConfig, method_config, method_fields, not_applicable
+from lamp_engine.methods import (
+    METHODS,
+    RETIRED_SETTINGS,
+    LampConfig,
+    MethodConfig,
+    method_config,
+    method_fields,
+    not_applicable,
+)
 from lamp_engine.validation import described, one_of, positive, require
+
+log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "fp32", "bf16")
@@ -188,6 +199,17 @@ class RunConfig:
         return cls(**kwargs)
 
     @classmethod
+    def from_stored(cls, data: dict[str, Any], where: str = "a stored run") -> RunConfig:
+        """A config written by this or an earlier release (retry, resume, predict, the worker): settings since
+        retired (methods.RETIRED_SETTINGS) are dropped with one warning naming them, and the run proceeds with
+        today's meaning; anything else unknown is refused as in a new submission."""
+        kept, retired = without_retired(data)
+        if retired:
+            log.warning("%s has settings this release retired: %s; %s", where, ", ".join(retired),
+                        "; ".join(sorted({f"{key}: {RETIRED_SETTINGS[key]}" for key in retired})))
+        return cls.from_dict(kept)
+
+    @classmethod
     def from_flat(cls, values: dict[str, Any], other_methods_fields: str = "refuse") -> RunConfig:
         """Build from flat field names (as the command line and the dashboard form use them).
 
@@ -313,6 +335,16 @@ def default_data_dir() -> str | None:
         return os.environ["LAMP_DATA_DIR"]
     shared = Path(__file__).resolve().parents[2] / "shared" / "data"
     return str(shared) if shared.is_dir() else None
+
+
+def without_retired(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A stored config's nested dict without its retired method settings, and their names."""
+    section = "method" if "method" in data else "prompt"  # "prompt": releases before the method registry
+    settings = dict(data.get(section) or {})
+    retired = [key for key in settings if key in RETIRED_SETTINGS]
+    if not retired:
+        return data, []
+    return {**data, section: {k: v for k, v in settings.items() if k not in retired}}, retired
 
 
 def _legacy_prompt_section(section: dict[str, Any]) -> MethodConfig:

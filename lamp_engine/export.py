@@ -14,13 +14,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lamp_engine.modules import MethodModule
+from lamp_engine.aliases import BackboneFamily
 
 PROMPT_FILE = "prompt.safetensors"
-PEFT_TASK_TYPES = {"seq2seq": "SEQ_2_SEQ_LM", "causal": "CAUSAL_LM"}
+PEFT_TASK_TYPES = {BackboneFamily.SEQ2SEQ: "SEQ_2_SEQ_LM", BackboneFamily.CAUSAL: "CAUSAL_LM"}
 
 
-def save_prompt(folder: Path, prompt: MethodModule, head: nn.Module | None, config: dict) -> None:
+def save_prompt(folder: Path, prompt: nn.Module, head: nn.Module | None, config: dict) -> None:
+    """`prompt` is any module whose call gives the rows the model reads; its state is what resumes training."""
     tensors = {f"params.{k}": v.detach().float().cpu().contiguous() for k, v in prompt.state_dict().items()}
     if head is not None:
         tensors |= {f"head.{k}": v.detach().float().cpu().contiguous() for k, v in head.state_dict().items()}
@@ -39,7 +40,8 @@ def load_prompt(folder: Path) -> dict[str, dict[str, torch.Tensor] | torch.Tenso
     }
 
 
-def save_peft_adapter(folder: Path, prompt: torch.Tensor, family: str, model_config, base_model: str) -> None:
+def save_peft_adapter(folder: Path, prompt: torch.Tensor, family: BackboneFamily, model_config,
+                      base_model: str) -> None:
     """Writes `folder` as a PEFT prompt-tuning adapter holding the materialised prompt."""
     from peft import PromptTuningConfig
 

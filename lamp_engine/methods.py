@@ -14,16 +14,19 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from lamp_engine.aliases import ModelShape
+from lamp_engine.aliases import BackboneFamily, ModelShape
 from lamp_engine.errors import ConfigError
 from lamp_engine.validation import described, one_of, positive, require
 
 Q_INITS = ("paper", "balanced")
-INIT_VOCABULARIES = ("frequent", "words")
-FACTOR_LRS = ("equal", "scaled")
-PROMPT_SCALES = ("truncated", "matched")
-POOL_INITS = ("rows", "blocks")
-RESIDUALS = ("dropped", "frozen")
+
+# Settings that earlier releases had and this one retired, with what a stored run that has them now does. Reading a
+# stored run (retry, resume, predict, the worker) drops them with one warning; a new submission is refused.
+RETIRED_SETTINGS: dict[str, str] = {
+    name: "a research option of LAMP's (docs/benchmarks.md), now an ablation of `lamp bench curve` "
+          "(bench/ablations.py); the run proceeds as the paper's LAMP"
+    for name in ("factor_lr", "prompt_scale", "pool_init", "residual")
+} | {"init_vocabulary": "the initial prompt is drawn from the 5,000 most frequent ordinary tokens, as the paper's"}
 
 
 class MethodFamily(StrEnum):
@@ -48,7 +51,7 @@ class MethodConfig:
     exports_peft: ClassVar[bool]  # whether the run folder gets a PEFT adapter that reproduces our outputs
     loads_4bit: ClassVar[bool] = True  # whether it can train on a 4-bit NF4 backbone (QLoRA-style)
     # AdamW learning rate by backbone family when --lr is not given (a family's own scale, see the README).
-    default_lrs: ClassVar[dict[str, float]]
+    default_lrs: ClassVar[dict[BackboneFamily, float]]
 
     def check_model(self, shape: ModelShape) -> None:
         """Checks that need the model's shape, done once it is known (before the weights load where it can be)."""
@@ -63,7 +66,7 @@ class MethodConfig:
         not known well enough yet (an adapter on a hub model before it loads)."""
         raise NotImplementedError
 
-    def default_lr(self, backbone_family: str) -> float:
+    def default_lr(self, backbone_family: BackboneFamily) -> float:
         return self.default_lrs[backbone_family]
 
     def settings(self) -> dict[str, Any]:
@@ -82,16 +85,13 @@ class SoftPromptConfig(MethodConfig):
     exports_peft: ClassVar[bool] = True
     # 0.3 is the paper's, tuned on T5 (large embedding norms); on the small Llama and BERT models here it stays at
     # chance, 0.01 learns (docs/benchmarks.md has the measurements).
-    default_lrs: ClassVar[dict[str, float]] = {"seq2seq": 0.3, "causal": 0.01, "encoder": 0.01}
+    default_lrs: ClassVar[dict[BackboneFamily, float]] = {BackboneFamily.SEQ2SEQ: 0.3, BackboneFamily.CAUSAL: 0.01,
+                                                          BackboneFamily.ENCODER: 0.01}
 
     length: int = described("prompt length l (rows of the initial prompt)", 100)
-    init_vocabulary: str = described("which vocabulary rows the initial prompt is drawn from: 'frequent' (the first "
-                                     "5,000 ordinary ids, whole words on WordPiece vocabularies) or 'words' (whole "
-                                     "alphabetic words in any vocabulary)", "frequent", choices=INIT_VOCABULARIES)
 
     def __post_init__(self) -> None:
         positive(self, "length")
-        one_of(self, "init_vocabulary", INIT_VOCABULARIES)
 
     @property
     def prompt_tokens(self) -> int:
@@ -120,29 +120,11 @@ class LampConfig(SoftPromptConfig):
                             "or 'paper' (Q = S)", "balanced", choices=Q_INITS)
     attention_pool: bool = described("self-attention pooling (paper appendix A.1) instead of averaging",
                                      False)
-    factor_lr: str = described("'equal': U, Q and V learn at --lr; 'scaled': each at --lr times its initial RMS over "
-                               "the vocabulary prompt's, so each moves relatively as PT's prompt does (Adam moves "
-                               "every entry by about lr whatever its size)", "equal", choices=FACTOR_LRS)
-    prompt_scale: str = described("'truncated': the first C is P's rank-r part (its norm is smaller than P's); "
-                                  "'matched': Q rescaled so the first C has P's norm", "truncated",
-                                  choices=PROMPT_SCALES)
-    pool_init: str = described("'rows': P is l distinct vocabulary rows (the paper); 'blocks': l/p distinct rows, "
-                               "each repeated p times, so that pooling keeps the rank-r prompt of l/p words whole "
-                               "instead of averaging away all but the direction the rows share", "rows",
-                               choices=POOL_INITS)
-    residual: str = described("'dropped': the prompt is the rank-r product alone (the paper); 'frozen': P's part "
-                              "beyond rank r is kept as a fixed buffer added to the product, so the first prompt is "
-                              "P itself and training moves only its rank-r part (no extra trained parameters)",
-                              "dropped", choices=RESIDUALS)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         positive(self, "rank", "pool")
         one_of(self, "q_init", Q_INITS)
-        one_of(self, "factor_lr", FACTOR_LRS)
-        one_of(self, "prompt_scale", PROMPT_SCALES)
-        one_of(self, "pool_init", POOL_INITS)
-        one_of(self, "residual", RESIDUALS)
         require(self.rank <= self.length, "rank", f"rank {self.rank} exceeds the prompt length {self.length}")
         require(self.length % self.pool == 0, "pool",
                 f"prompt length {self.length} is not divisible by pool size {self.pool}; use a length that is a "
@@ -264,7 +246,7 @@ class LoraConfig(MethodConfig):
     module: ClassVar[str] = "lamp_engine.adapters.lora:LoraAdapter"
     exports_peft: ClassVar[bool] = True
     # LoRA learns at rates like full fine-tuning's ten-fold, far below a prompt's (PEFT's examples: 1e-4 to 3e-4).
-    default_lrs: ClassVar[dict[str, float]] = {"seq2seq": 3e-4, "causal": 3e-4, "encoder": 3e-4}
+    default_lrs: ClassVar[dict[BackboneFamily, float]] = dict.fromkeys(BackboneFamily, 3e-4)
     peft_options: ClassVar[dict[str, Any]] = {}  # what distinguishes a variant, passed to peft.LoraConfig
 
     rank: int = described("rank r of each update B A", 8)
@@ -389,7 +371,7 @@ class FullFineTuningConfig(MethodConfig):
     module: ClassVar[str] = "lamp_engine.adapters.full:FullFineTuning"
     exports_peft: ClassVar[bool] = False  # it writes the whole model, as safetensors
     loads_4bit: ClassVar[bool] = False  # 4-bit weights cannot be trained
-    default_lrs: ClassVar[dict[str, float]] = {"seq2seq": 3e-5, "causal": 3e-5, "encoder": 3e-5}
+    default_lrs: ClassVar[dict[BackboneFamily, float]] = dict.fromkeys(BackboneFamily, 3e-5)
 
     @property
     def prompt_tokens(self) -> int:
@@ -428,6 +410,8 @@ def method_fields() -> dict[str, list[type[MethodConfig]]]:
 
 
 def not_applicable(key: str, method: str) -> str:
+    if key in RETIRED_SETTINGS:
+        return f"{key}: retired ({RETIRED_SETTINGS[key]}); drop it"
     owners = [kind.name for kind in method_fields().get(key, [])]
     if not owners:
         return f"{key}: unknown configuration field"

@@ -10,16 +10,16 @@ lamp_engine/adapters/; the method registry (lamp_engine/methods.py) names each o
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from lamp_engine.backbones.base import Backbone, Encoded
 from lamp_engine.methods import MethodConfig, MethodFamily
 
-if TYPE_CHECKING:
-    from lamp_engine.backbones.base import Backbone, Encoded
+log = logging.getLogger(__name__)
 
 
 class MethodModule(nn.Module):
@@ -57,24 +57,32 @@ class MethodModule(nn.Module):
         return {name: value.detach().clone() for name, value in self.state_dict().items()}
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.load_state_dict(state)
+        """Loads a saved state; entries the method no longer has (a retired option's buffer, e.g. the frozen
+        residual of runs before 0.2) are left out with a warning, so a stored run resumes as today's method."""
+        retired = self.load_state_dict(state, strict=False).unexpected_keys
+        if retired:
+            log.warning("the saved state has %s, which %s no longer has; left out", ", ".join(retired),
+                        self.config.name)
 
     def save(self, folder: Path, backbone: Backbone, config: dict) -> None:
         """Write the method's files (its parameters, an adapter others can load) into the run folder."""
         raise NotImplementedError
 
 
-class EmptyPrompt(nn.Module):
-    """No prompt rows: the backbone's input for a model whose weights carry what was trained (an adapter, full
-    fine-tuning), e.g. when LoRA-GA estimates gradients or a trained adapter predicts."""
+class FixedPrompt(nn.Module):
+    """Prompt rows that do not train: the rows a trained soft prompt fed the model, read back to predict, or none
+    (`FixedPrompt.empty`) for a model whose weights carry what was trained (an adapter, full fine-tuning)."""
 
-    def __init__(self, hidden_size: int) -> None:
+    def __init__(self, rows: torch.Tensor) -> None:
         super().__init__()
-        self.hidden_size = hidden_size
-        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # follows .to(device)
+        self.register_buffer("rows", rows.detach().float())  # follows .to(device)
+
+    @classmethod
+    def empty(cls, hidden_size: int) -> FixedPrompt:
+        return cls(torch.zeros(0, hidden_size))
 
     def forward(self) -> torch.Tensor:
-        return self.anchor.new_zeros(0, self.hidden_size)
+        return self.rows
 
     def adjust_input_embeds(self, embeds: torch.Tensor) -> torch.Tensor:
         return embeds
@@ -91,6 +99,6 @@ def build_method(config: MethodConfig, backbone: Backbone, generator: torch.Gene
     of their initial prompt. `batches` are the first training batches (LoRA-GA estimates gradients on them)."""
     kind = method_class(config)
     if config.family is MethodFamily.SOFT_PROMPT:
-        init, rule = backbone.vocabulary_rows(config.length, generator, config.init_vocabulary)
+        init, rule = kind.initial_prompt(config, backbone, generator)
         return kind(config, init, max_source_length).to(backbone.device), rule
     return kind(config, backbone, batches), None

@@ -49,7 +49,7 @@ def predict(run_dir: str | Path, texts: list[str]) -> list[dict]:
     labels, template = result.labels, result.source_template
     if not labels:
         raise ModelError(f"task {result.task}: its answers vary per example, so free text cannot be scored")
-    config = RunConfig.from_dict(result.config)
+    config = RunConfig.from_stored(result.config)
     examples = [Example(template.format(text=t) if template else t, labels[0], tuple(labels)) for t in texts]
     backbone, method = load_trained(folder, config, examples)
     with torch.inference_mode():
@@ -68,7 +68,7 @@ def load_trained(folder: Path, config: RunConfig, examples: list[Example]) -> tu
     from lamp_engine.adapters.lora import HEAD_FILE
     from lamp_engine.backbones import load_backbone
     from lamp_engine.export import load_prompt
-    from lamp_engine.modules import EmptyPrompt
+    from lamp_engine.modules import FixedPrompt
     from lamp_engine.prompts import build_prompt
 
     family = config.method.family
@@ -77,16 +77,19 @@ def load_trained(folder: Path, config: RunConfig, examples: list[Example]) -> tu
     backbone.prepare(examples)
     if family is MethodFamily.SOFT_PROMPT:
         saved = load_prompt(folder)
-        method = build_prompt(config.method, torch.zeros(config.method.length, backbone.hidden_size),
-                              config.train.max_source_length)
-        method.load_state_dict(saved["params"])
+        if config.method.exports_peft:  # the rows the model read are the whole prompt, however they were built
+            method = FixedPrompt(saved["prompt"])
+        else:  # DePT also changes the text's embeddings: its own module
+            method = build_prompt(config.method, torch.zeros(config.method.length, backbone.hidden_size),
+                                  config.train.max_source_length)
+            method.load_trainable_state(saved["params"])
         head = saved["head"]
     else:
         if family is MethodFamily.WEIGHT_ADAPTER:
             from peft import PeftModel
 
             PeftModel.from_pretrained(backbone.model, str(folder / "peft"))  # puts the adapter in place
-        method = EmptyPrompt(backbone.hidden_size)
+        method = FixedPrompt.empty(backbone.hidden_size)
         head = load_file(str(folder / HEAD_FILE)) if (folder / HEAD_FILE).is_file() else {}
     if backbone.head is not None:
         backbone.head.load_state_dict(head)

@@ -386,12 +386,26 @@ def write_checkpoint(setup: Setup, progress: Progress, deliver: Callable[[int, P
         deliver(progress.step, path)
 
 
+def restore_optimizer(setup: Setup, saved: dict) -> None:
+    """The optimiser's moments and the schedule's position as saved. Where the method's parameter groups have
+    changed since (a run of a release whose option is now retired), the moments start afresh and the schedule goes
+    on from the saved step."""
+    shape = [len(group["params"]) for group in saved["optimizer"]["param_groups"]]
+    if shape == [len(group["params"]) for group in setup.optimizer.param_groups]:
+        setup.optimizer.load_state_dict(saved["optimizer"])
+        setup.scheduler.load_state_dict(saved["scheduler"])
+        return
+    log.warning("the saved optimiser state has parameter groups of %s, which %s no longer has; its moments start "
+                "afresh at step %d", shape, setup.method.config.name, saved["step"])
+    setup.scheduler = torch.optim.lr_scheduler.LambdaLR(setup.optimizer, setup.scheduler.lr_lambdas,
+                                                        last_epoch=saved["step"] - 1)
+
+
 def restore(folder: Path, setup: Setup) -> Progress:
     """Load the trainer state in `folder` (a finished or stopped run's, or a checkpoint's) to continue training."""
     saved = torch.load(folder / STATE_FILE, map_location=setup.backbone.device, weights_only=False)
     load_trainable_state(setup, saved["last_state"])
-    setup.optimizer.load_state_dict(saved["optimizer"])
-    setup.scheduler.load_state_dict(saved["scheduler"])
+    restore_optimizer(setup, saved)
     initial = saved["initial_tokens"] if "initial_tokens" in saved else {"prompt": saved["initial_prompt"]}  # older
     return Progress(saved["step"], saved["best_metrics"], saved["best_state"], saved["history"], initial,
                     saved.get("stale", 0), saved.get("train_seconds", 0.0))

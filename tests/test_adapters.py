@@ -17,7 +17,7 @@ from lamp_engine.backbones import load_backbone
 from lamp_engine.config import RunConfig, TrainConfig
 from lamp_engine.errors import ConfigError
 from lamp_engine.methods import METHODS, MethodFamily, method_config
-from lamp_engine.modules import EmptyPrompt, build_method
+from lamp_engine.modules import FixedPrompt, build_method
 from lamp_engine.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +113,7 @@ def test_the_saved_encoder_adapter_and_head_reload_to_our_scores(tmp_path):
     PeftModel.from_pretrained(backbone.model, tmp_path / "run" / "peft")
     example = examples(1)[0].__class__("sentence: a warm , funny film", "positive", ("negative", "positive"))
     with torch.no_grad():
-        scores = backbone.choice_scores(EmptyPrompt(384), [backbone.encode(example)])[0]
+        scores = backbone.choice_scores(FixedPrompt.empty(384), [backbone.encode(example)])[0]
     assert scores == pytest.approx([predicted["negative"], predicted["positive"]], abs=1e-5)
 
 

@@ -61,38 +61,6 @@ def test_full_rank_balanced_lamp_reproduces_the_initial_prompt():
         torch.testing.assert_close(prompt(), P, atol=1e-4, rtol=1e-4)
 
 
-def test_block_init_pools_back_to_the_rank_r_prompt_of_the_first_l_over_p_rows():
-    P = vocab_rows(24, 32)
-    distinct = P[:6]  # l/p = 24/4 rows, each repeated 4 times before the SVD
-    U, S, Vh = torch.linalg.svd(distinct, full_matrices=False)
-    blocks = build_prompt(LampConfig(length=24, rank=5, pool=4, pool_init="blocks"), P, 64)
-    rows = build_prompt(LampConfig(length=24, rank=5, pool=4), P, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(blocks(), U[:, :5] @ torch.diag(S[:5]) @ Vh[:5], atol=1e-4, rtol=1e-4)
-        assert blocks().norm() > 1.2 * rows().norm()  # averaging distinct rows shrinks all but their shared part
-
-
-def test_frozen_residual_starts_from_p_pooled_and_trains_only_the_rank_r_part():
-    P = vocab_rows(24, 32)
-    prompt = build_prompt(LampConfig(length=24, rank=5, pool=4, residual="frozen"), P, 64)
-    plain = build_prompt(LampConfig(length=24, rank=5, pool=4), P, 64)
-    assert prompt.num_trainable() == plain.num_trainable() and not prompt.R.requires_grad
-    with torch.no_grad():
-        torch.testing.assert_close(prompt(), P.reshape(6, 4, 32).mean(dim=1), atol=1e-4, rtol=1e-4)
-        prompt.Q.mul_(1.5)
-        plain.Q.mul_(1.5)
-        torch.testing.assert_close(prompt() - plain(), (P - (plain.U * (plain.Q / 1.5) ** 2) @ plain.V.T)
-                                   .reshape(6, 4, 32).mean(dim=1), atol=1e-4, rtol=1e-4)
-
-
-def test_frozen_residual_is_saved_with_the_run_and_loads_back():
-    config = LampConfig(length=24, rank=5, pool=4, residual="frozen")
-    trained, fresh = build_prompt(config, vocab_rows(24, 32, seed=1), 64), build_prompt(config, vocab_rows(24, 32), 64)
-    fresh.load_trainable_state(trained.trainable_state())
-    with torch.no_grad():
-        torch.testing.assert_close(fresh(), trained())
-
-
 def test_attention_pooling_rows_are_convex_combinations_of_c():
     prompt = build_prompt(LampConfig(length=12, rank=3, pool=3, attention_pool=True),
                           vocab_rows(12, 16), 64)

@@ -14,7 +14,7 @@ from lamp_engine.backbones import cpu_flags, load_backbone, native_bf16, resolve
 from lamp_engine.config import RunConfig, TrainConfig
 from lamp_engine.errors import ConfigError, TaskError
 from lamp_engine.export import load_prompt
-from lamp_engine.prompts import build_prompt
+from lamp_engine.prompts import build_prompt, vocabulary_prompt
 from lamp_engine.train import Callbacks, train
 
 DATA = (Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
@@ -89,7 +89,7 @@ def test_saved_prompt_reloads_bit_identical(tmp_path):
 def test_gradients_reach_u_q_and_v_only():
     config = tiny()
     backbone = load_backbone("tiny-t5", TrainConfig(max_source_length=32))
-    prompt = build_prompt(config.method, backbone.vocabulary_rows(8, torch.Generator().manual_seed(0))[0], 32)
+    prompt = build_prompt(config.method, vocabulary_prompt(backbone, 8, torch.Generator().manual_seed(0))[0], 32)
     from lamp_engine.tasks import Example
 
     example = Example("sentence: a fine film", "positive", ("negative", "positive"))
@@ -186,7 +186,7 @@ def test_causal_single_token_shortcut_scores_like_the_full_path():
     from lamp_engine.tasks import Example
 
     backbone = load_backbone("smollm2-135m", TrainConfig(max_source_length=32))
-    rows = backbone.vocabulary_rows(8, torch.Generator().manual_seed(0))[0]
+    rows = vocabulary_prompt(backbone, 8, torch.Generator().manual_seed(0))[0]
     prompt = build_prompt(tiny(method="pt").method, rows, 32)
     batch = [backbone.encode(Example(f"sentence: {text}", "positive", ("negative", "positive")))
              for text in ("a warm film", "a dull , long , tired film")]
@@ -218,7 +218,7 @@ def test_bf16_backbone_on_cpu_scores_like_fp32_and_trains_an_fp32_prompt(tmp_pat
         backbone = load_backbone("smollm2-135m", TrainConfig(max_source_length=32, device="cpu", dtype=dtype))
         assert {p.dtype for p in backbone.model.parameters()} == {weights}
         prompt = build_prompt(tiny(method="lamp", pool=1).method,
-                              backbone.vocabulary_rows(8, torch.Generator().manual_seed(0))[0].float(), 32)
+                              vocabulary_prompt(backbone, 8, torch.Generator().manual_seed(0))[0].float(), 32)
         batch = [backbone.encode(Example(f"sentence: {text}", "positive", ("negative", "positive")))
                  for text in ("a warm film", "a dull , long , tired film")]
         with torch.no_grad():

@@ -266,7 +266,7 @@ def run_training(run_id: int) -> dict[str, Any]:
         with session_scope() as session:
             folder = run_dir(get_run(session, run_id))
         folder.parent.mkdir(parents=True, exist_ok=True)
-        run_config = _local_data(RunConfig.from_dict(config).with_data_dir(data_dir))
+        run_config = _local_data(RunConfig.from_stored(config, f"run {run_id}").with_data_dir(data_dir))
         data_dir = run_config.data.data_dir  # the run's own folder, when it names one
         resumed = restore_checkpoint(run_id, folder)
         checkpoints = Checkpointer(run_id, folder, policy, start_step=resumed or 0)

@@ -165,7 +165,7 @@ def retry_run(run_id: int, submitted_by: str | None = None) -> int:
         run = get_run(session, run_id)
         if run.status not in RETRYABLE:
             raise LampError(f"run {run_id}: is {run.status}; only failed or cancelled runs can be retried")
-        config, sweep_id = RunConfig.from_dict(run.config), run.sweep_id
+        config, sweep_id = RunConfig.from_stored(run.config, f"run {run_id}"), run.sweep_id
     return submit_run(config, sweep_id=sweep_id, parent_id=run_id, submitted_by=submitted_by)
 
 

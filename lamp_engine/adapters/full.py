@@ -8,17 +8,14 @@ the methods differ only in what trains. The run folder gets the whole model as s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from lamp_engine.adapters.lora import save_head
+from lamp_engine.backbones.base import Backbone, Encoded
 from lamp_engine.methods import FullFineTuningConfig
 from lamp_engine.modules import MethodModule
-
-if TYPE_CHECKING:
-    from lamp_engine.backbones.base import Backbone, Encoded
 
 MODEL_FOLDER = "model"
 

@@ -14,7 +14,6 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import peft
 import torch
@@ -22,13 +21,13 @@ from peft.optimizers import create_loraplus_optimizer
 from safetensors.torch import save_file
 from torch import nn
 
+from lamp_engine.aliases import BackboneFamily
+from lamp_engine.backbones.base import Backbone, Encoded
 from lamp_engine.methods import LoraConfig
-from lamp_engine.modules import EmptyPrompt, MethodModule
+from lamp_engine.modules import FixedPrompt, MethodModule
 
-if TYPE_CHECKING:
-    from lamp_engine.backbones.base import Backbone, Encoded
-
-TASK_TYPES = {"seq2seq": peft.TaskType.SEQ_2_SEQ_LM, "causal": peft.TaskType.CAUSAL_LM, "encoder": None}
+TASK_TYPES = {BackboneFamily.SEQ2SEQ: peft.TaskType.SEQ_2_SEQ_LM, BackboneFamily.CAUSAL: peft.TaskType.CAUSAL_LM,
+              BackboneFamily.ENCODER: None}
 HEAD_FILE = "head.safetensors"
 
 
@@ -118,7 +117,7 @@ def left_alone(backbone: Backbone) -> list[str]:
 
 def accumulate_gradients(backbone: Backbone, batches: list[list[Encoded]]) -> None:
     """LoRA-GA's gradient estimate: the task loss's gradients over the first training batches."""
-    empty = EmptyPrompt(backbone.hidden_size).to(backbone.device)
+    empty = FixedPrompt.empty(backbone.hidden_size).to(backbone.device)
     with warnings.catch_warnings():  # PEFT's counting hooks fire on outputs only, as it intends
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         for batch in batches:

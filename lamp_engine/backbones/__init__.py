@@ -8,21 +8,19 @@ from pathlib import Path
 
 import torch
 
-from lamp_engine.aliases import ALIASES
-from lamp_engine.backbones.base import Backbone, Encoded
+from lamp_engine.aliases import ALIASES, BackboneFamily
+from lamp_engine.backbones.base import Backbone, Encoded, Prompt
 from lamp_engine.backbones.causal import CausalBackbone
 from lamp_engine.backbones.encoder import EncoderBackbone
+from lamp_engine.backbones.offline import model_folder
 from lamp_engine.backbones.seq2seq import Seq2SeqBackbone
 from lamp_engine.config import TrainConfig
 from lamp_engine.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-FAMILIES: dict[str, type[Backbone]] = {
-    "seq2seq": Seq2SeqBackbone,
-    "causal": CausalBackbone,
-    "encoder": EncoderBackbone,
-}
+FAMILIES: dict[BackboneFamily, type[Backbone]] = {kind.family: kind for kind in (Seq2SeqBackbone, CausalBackbone,
+                                                                                  EncoderBackbone)}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -77,9 +75,8 @@ def load_backbone(name: str, train: TrainConfig) -> Backbone:
     device = resolve_device(train.device)
     dtype = resolve_dtype(train.dtype, device)
     alias = ALIASES.get(name)
-    folder = alias.model_folder() if alias else name
     family = alias.family if alias else detect_family(name)
-    model, tokenizer = load_pretrained(str(folder), family, device, dtype, train.load_4bit)
+    model, tokenizer = load_pretrained(model_folder(name), family, device, dtype, train.load_4bit)
     backbone = FAMILIES[family](model.eval(), tokenizer, device, train)
     if train.compile:
         compile_body(backbone)
@@ -94,9 +91,9 @@ def compile_body(backbone: Backbone, dynamic: bool | None = True) -> None:
     in place also keeps the model's attribute names and state-dict keys.
     """
     model = backbone.model
-    if backbone.family == "causal":
+    if backbone.family is BackboneFamily.CAUSAL:
         bodies = [model.base_model]
-    elif backbone.family == "seq2seq":
+    elif backbone.family is BackboneFamily.SEQ2SEQ:
         bodies = [model.get_encoder(), model.get_decoder()]
     else:
         bodies = [model]
@@ -104,7 +101,7 @@ def compile_body(backbone: Backbone, dynamic: bool | None = True) -> None:
         module.compile(dynamic=dynamic)
 
 
-def detect_family(name: str) -> str:
+def detect_family(name: str) -> BackboneFamily:
     """seq2seq for encoder-decoder configs, causal for *ForCausalLM / *LMHeadModel, encoder otherwise."""
     from transformers import AutoConfig
 
@@ -115,19 +112,20 @@ def detect_family(name: str) -> str:
         raise ModelError(f"model: {name!r} is not a {where} ({first_line(exc)}); "
                          f"offline aliases: {', '.join(ALIASES)}") from None
     if config.is_encoder_decoder:
-        return "seq2seq"
+        return BackboneFamily.SEQ2SEQ
     if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in config.architectures or []):
-        return "causal"
-    return "encoder"
+        return BackboneFamily.CAUSAL
+    return BackboneFamily.ENCODER
 
 
-def load_pretrained(folder: str, family: str, device: torch.device, dtype: torch.dtype, load_4bit: bool):
+def load_pretrained(folder: str, family: BackboneFamily, device: torch.device, dtype: torch.dtype, load_4bit: bool):
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     kwargs: dict = {"dtype": dtype}
     if load_4bit:
         kwargs["quantization_config"] = four_bit_config(device)
-    loader = {"seq2seq": AutoModelForSeq2SeqLM, "causal": AutoModelForCausalLM, "encoder": AutoModel}[family]
+    loader = {BackboneFamily.SEQ2SEQ: AutoModelForSeq2SeqLM, BackboneFamily.CAUSAL: AutoModelForCausalLM,
+              BackboneFamily.ENCODER: AutoModel}[family]
     try:
         model = loader.from_pretrained(folder, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -154,5 +152,5 @@ def first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-__all__ = ["FAMILIES", "Backbone", "Encoded", "compile_body", "load_backbone", "resolve_device",
+__all__ = ["FAMILIES", "Backbone", "Encoded", "Prompt", "compile_body", "load_backbone", "resolve_device",
            "resolve_dtype"]

@@ -9,15 +9,23 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
 
-from lamp_engine.aliases import Linear, ModelShape
+from lamp_engine.aliases import BackboneFamily, Linear, ModelShape
 from lamp_engine.config import TrainConfig
-from lamp_engine.modules import MethodModule
-from lamp_engine.prompts import ordinary_token_ids, sample_vocabulary_rows
 from lamp_engine.tasks import Example
+
+
+class Prompt(Protocol):
+    """What a backbone needs of a method (lamp_engine/modules.py): the rows to prepend, and any change to the text's
+    own embeddings. Backbones know no more of the methods than this, so the methods may depend on backbones."""
+
+    def __call__(self) -> torch.Tensor: ...
+
+    def adjust_input_embeds(self, embeds: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass
@@ -53,7 +61,7 @@ def per_example(scores: list[float], batch: list[Encoded]) -> list[list[float]]:
 class Backbone:
     """A frozen pretrained model of one family, able to train and score a soft prompt."""
 
-    family: str
+    family: BackboneFamily
 
     def __init__(self, model: nn.Module, tokenizer, device: torch.device, train: TrainConfig) -> None:
         self.model = model.requires_grad_(False)
@@ -84,13 +92,6 @@ class Backbone:
         linears = tuple(Linear(n, i, o, count, a) for (n, i, o, a), count in found.items())
         return ModelShape(self.hidden_size, self.model.config.model_type, linears, self.total_params())
 
-    def vocabulary_rows(self, rows: int, generator: torch.Generator,
-                        rule: str = "frequent") -> tuple[torch.Tensor, str]:
-        """`rows` input embeddings of tokens drawn from 5,000 ordinary ones chosen by `rule`, and its description."""
-        embeddings = self.model.get_input_embeddings().weight
-        ids, description = ordinary_token_ids(self.tokenizer, rule=rule)
-        return sample_vocabulary_rows(embeddings, ids, rows, generator), description
-
     def prepare(self, examples: list[Example]) -> None:
         """Anything that depends on the task (the encoder family's classification head)."""
 
@@ -104,7 +105,7 @@ class Backbone:
         choices = [self.ids(choice, self.max_target_length)[0] for choice in example.choices]
         return Encoded(source, target, choices, example.choices.index(example.target), cut)
 
-    def with_prompt(self, prompt: MethodModule, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def with_prompt(self, prompt: Prompt, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Input embeddings with the prompt prepended, and the attention mask extended over it."""
         text = prompt.adjust_input_embeds(self.model.get_input_embeddings()(ids.to(self.device)))
         rows = prompt().to(text.dtype)
@@ -112,14 +113,14 @@ class Backbone:
         ones = torch.ones(ids.shape[0], rows.shape[0], dtype=mask.dtype)
         return embeds, torch.cat([ones, mask], dim=1).to(self.device)
 
-    def loss(self, prompt: MethodModule, batch: list[Encoded]) -> torch.Tensor:
+    def loss(self, prompt: Prompt, batch: list[Encoded]) -> torch.Tensor:
         raise NotImplementedError
 
-    def choice_scores(self, prompt: MethodModule, batch: list[Encoded]) -> list[list[float]]:
+    def choice_scores(self, prompt: Prompt, batch: list[Encoded]) -> list[list[float]]:
         """One score per candidate target of each example; the highest is the prediction."""
         raise NotImplementedError
 
-    def logits(self, prompt: MethodModule, ids: torch.Tensor, mask: torch.Tensor, **kwargs) -> torch.Tensor:
+    def logits(self, prompt: Prompt, ids: torch.Tensor, mask: torch.Tensor, **kwargs) -> torch.Tensor:
         """The model's full output logits with the prompt injected (used to check exported adapters)."""
         embeds, mask = self.with_prompt(prompt, ids, mask)
         return self.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False, **kwargs).logits

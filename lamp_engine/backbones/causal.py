@@ -10,15 +10,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lamp_engine.backbones.base import Backbone, Encoded, pad, pad_mask, per_example
-from lamp_engine.modules import MethodModule
+from lamp_engine.aliases import BackboneFamily
+from lamp_engine.backbones.base import Backbone, Encoded, Prompt, pad, pad_mask, per_example
 from lamp_engine.tasks import Example
 
 CUE = "\nAnswer:"
 
 
 class CausalBackbone(Backbone):
-    family = "causal"
+    family = BackboneFamily.CAUSAL
 
     def encode(self, example: Example) -> Encoded:
         source, cut = self.ids(example.source, self.max_source_length)
@@ -27,13 +27,13 @@ class CausalBackbone(Backbone):
         return Encoded(source, word(example.target), [word(c) for c in example.choices],
                        example.choices.index(example.target), cut)
 
-    def hidden_states(self, prompt: MethodModule, rows: list[list[int]]) -> tuple[torch.Tensor, int]:
+    def hidden_states(self, prompt: Prompt, rows: list[list[int]]) -> tuple[torch.Tensor, int]:
         """Last hidden states of [prompt] + each row, and the offset of the rows' first token."""
         embeds, mask = self.with_prompt(prompt, pad(rows, self.tokenizer.pad_token_id or 0), pad_mask(rows))
         hidden = self.model.base_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
         return hidden, embeds.shape[1] - max(len(r) for r in rows)
 
-    def target_log_probs(self, prompt: MethodModule, sources: list[list[int]],
+    def target_log_probs(self, prompt: Prompt, sources: list[list[int]],
                          targets: list[list[int]]) -> list[torch.Tensor]:
         """log p(target token | prompt, source, earlier target tokens), one tensor per row."""
         hidden, offset = self.hidden_states(prompt, [s + t for s, t in zip(sources, targets, strict=True)])
@@ -45,11 +45,11 @@ class CausalBackbone(Backbone):
         picked = -F.cross_entropy(logits, wanted, reduction="none")
         return list(picked.split([len(t) for t in targets]))
 
-    def loss(self, prompt: MethodModule, batch: list[Encoded]) -> torch.Tensor:
+    def loss(self, prompt: Prompt, batch: list[Encoded]) -> torch.Tensor:
         per_row = self.target_log_probs(prompt, [e.source for e in batch], [e.target for e in batch])
         return -torch.cat(per_row).mean()
 
-    def choice_scores(self, prompt: MethodModule, batch: list[Encoded]) -> list[list[float]]:
+    def choice_scores(self, prompt: Prompt, batch: list[Encoded]) -> list[list[float]]:
         if all(len(c) == 1 for e in batch for c in e.choices):
             return self.next_token_scores(prompt, batch)
         sources = [e.source for e in batch for _ in e.choices]
@@ -57,7 +57,7 @@ class CausalBackbone(Backbone):
         scores = [float(lp.sum()) for lp in self.target_log_probs(prompt, sources, targets)]
         return per_example(scores, batch)
 
-    def next_token_scores(self, prompt: MethodModule, batch: list[Encoded]) -> list[list[float]]:
+    def next_token_scores(self, prompt: Prompt, batch: list[Encoded]) -> list[list[float]]:
         """Single-token answers share one pass: every choice's log-probability after the source's last token."""
         hidden, offset = self.hidden_states(prompt, [e.source for e in batch])
         last = torch.tensor([offset + len(e.source) - 1 for e in batch], device=self.device)

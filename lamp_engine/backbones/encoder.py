@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lamp_engine.backbones.base import Backbone, Encoded, pad, pad_mask
+from lamp_engine.aliases import BackboneFamily
+from lamp_engine.backbones.base import Backbone, Encoded, Prompt, pad, pad_mask
 from lamp_engine.errors import ModelError
-from lamp_engine.modules import MethodModule
 from lamp_engine.tasks import Example
 
 
 class EncoderBackbone(Backbone):
-    family = "encoder"
+    family = BackboneFamily.ENCODER
 
     def prepare(self, examples: list[Example]) -> None:
         counts = {len(e.choices) for e in examples}
@@ -26,7 +26,7 @@ class EncoderBackbone(Backbone):
                              "vary per example: use a seq2seq or causal model")
         self.head = nn.Linear(self.hidden_size, counts.pop()).to(self.device)
 
-    def class_logits(self, prompt: MethodModule, batch: list[Encoded]) -> torch.Tensor:
+    def class_logits(self, prompt: Prompt, batch: list[Encoded]) -> torch.Tensor:
         sources = [e.source for e in batch]
         text_mask = pad_mask(sources)
         embeds, mask = self.with_prompt(prompt, pad(sources, self.tokenizer.pad_token_id), text_mask)
@@ -35,9 +35,9 @@ class EncoderBackbone(Backbone):
         pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1)
         return self.head(pooled.float())
 
-    def loss(self, prompt: MethodModule, batch: list[Encoded]) -> torch.Tensor:
+    def loss(self, prompt: Prompt, batch: list[Encoded]) -> torch.Tensor:
         labels = torch.tensor([e.label for e in batch], device=self.device)
         return F.cross_entropy(self.class_logits(prompt, batch), labels)
 
-    def choice_scores(self, prompt: MethodModule, batch: list[Encoded]) -> list[list[float]]:
+    def choice_scores(self, prompt: Prompt, batch: list[Encoded]) -> list[list[float]]:
         return torch.log_softmax(self.class_logits(prompt, batch), dim=-1).tolist()

@@ -6,7 +6,8 @@
 - `tiny-t5`: a 2-layer random T5 (d 64) on MiniLM's WordPiece vocabulary, for tests of the seq2seq path only,
   saved once to the cache like the others so every alias loads the same way.
 
-The aliases themselves (family, hidden size, which function here gives the folder) are lamp_engine/aliases.py.
+The aliases themselves (family, shape) are lamp_engine/aliases.py; which function here makes each one's folder is
+`FOLDERS` below.
 """
 
 from __future__ import annotations
@@ -113,3 +114,12 @@ def model_shape_of(name: str) -> ModelShape | None:
         return None
     hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
     return ModelShape(hidden, config.model_type) if hidden else None
+
+
+FOLDERS: dict[str, Callable[[], Path]] = {"smollm2-135m": smollm2_folder, "minilm-l6": minilm_folder,
+                                          "tiny-t5": tiny_t5_folder}
+
+
+def model_folder(name: str) -> str:
+    """An alias's model folder (made once where it must be), or `name` itself: a hub id or a local folder."""
+    return str(FOLDERS[name]()) if name in FOLDERS else name

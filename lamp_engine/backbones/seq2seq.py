@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import torch
 
-from lamp_engine.backbones.base import Backbone, Encoded, pad, pad_mask, per_example
-from lamp_engine.modules import MethodModule
+from lamp_engine.aliases import BackboneFamily
+from lamp_engine.backbones.base import Backbone, Encoded, Prompt, pad, pad_mask, per_example
 
 
 class Seq2SeqBackbone(Backbone):
-    family = "seq2seq"
+    family = BackboneFamily.SEQ2SEQ
 
-    def loss(self, prompt: MethodModule, batch: list[Encoded]) -> torch.Tensor:
+    def loss(self, prompt: Prompt, batch: list[Encoded]) -> torch.Tensor:
         sources = [e.source for e in batch]
         embeds, mask = self.with_prompt(prompt, pad(sources, self.tokenizer.pad_token_id), pad_mask(sources))
         labels = pad([e.target for e in batch], -100).to(self.device)
         return self.model(inputs_embeds=embeds, attention_mask=mask, labels=labels, use_cache=False).loss
 
-    def choice_scores(self, prompt: MethodModule, batch: list[Encoded]) -> list[list[float]]:
+    def choice_scores(self, prompt: Prompt, batch: list[Encoded]) -> list[list[float]]:
         """Log-likelihood of each candidate target; the encoder runs once per example."""
         sources = [e.source for e in batch]
         embeds, mask = self.with_prompt(prompt, pad(sources, self.tokenizer.pad_token_id), pad_mask(sources))

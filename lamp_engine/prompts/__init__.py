@@ -6,7 +6,7 @@ import torch
 
 from lamp_engine.methods import MethodConfig
 from lamp_engine.modules import method_class
-from lamp_engine.prompts.base import SoftPrompt, ordinary_token_ids, sample_vocabulary_rows
+from lamp_engine.prompts.base import SoftPrompt, ordinary_token_ids, sample_vocabulary_rows, vocabulary_prompt
 
 
 def build_prompt(config: MethodConfig, init: torch.Tensor, max_source_length: int) -> SoftPrompt:
@@ -14,4 +14,4 @@ def build_prompt(config: MethodConfig, init: torch.Tensor, max_source_length: in
     return method_class(config)(config, init, max_source_length)
 
 
-__all__ = ["SoftPrompt", "build_prompt", "ordinary_token_ids", "sample_vocabulary_rows"]
+__all__ = ["SoftPrompt", "build_prompt", "ordinary_token_ids", "sample_vocabulary_rows", "vocabulary_prompt"]
