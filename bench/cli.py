@@ -3,8 +3,10 @@
     lamp bench speed [--model smollm2-135m | --random-init --shape llama2-7b] [--device cpu|cuda] [--compile] ...
     lamp bench table [--plan full|smoke] [--via-queue] ...
     lamp bench curve [--model smollm2-135m] [--tasks sst2,rte] [--seeds 1,2,3] [--eval-at 25,50,100,150] [--resume] ...
+    lamp bench dashboard [--runs 2000] [--points 200000] [--repeat 5] ...
 
-Results go to bench/results/ (or --output, a path without extension: NAME.json and NAME.md are written).
+Results go to --output, a path without extension (NAME.json and NAME.md are written), by default into
+./bench-results/ under the current directory: never into the installed package's folder.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from lamp_engine.cli import OneLineParser
 from lamp_engine.config import default_data_dir
 from lamp_engine.errors import LampError
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path("bench-results")  # relative: the current directory of the command, not the package's folder
 
 
 def data_dir(given: str | None) -> str | None:
@@ -53,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--compile", action="store_true", help="also measure floor, pt, lamp_p4 under torch.compile")
     speed.add_argument("--task", default="sst2", help="task whose text fills the sources (real models)")
     speed.add_argument("--data-dir", help="task data folder (default: ../shared/data or LAMP_DATA_DIR)")
-    speed.add_argument("--output", help="output path without extension (default: bench/results/speed-<setting>)")
+    speed.add_argument("--output", help="output path without extension (default: ./bench-results/speed-<setting>)")
     curve = commands.add_parser("curve", help="time to accuracy: accuracy against seconds of training")
     curve.add_argument("--model", default="smollm2-135m", help="model alias or folder (default: smollm2-135m)")
     curve.add_argument("--tasks", default="sst2", help="comma-separated tasks (default: sst2)")
@@ -71,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--lamp", action="append", default=[], metavar="KEY=VALUE",
                        help="a LAMP option for an ablation, e.g. --lamp factor_lr=scaled (repeatable)")
     curve.add_argument("--data-dir", help="task data folder (default: ../shared/data or LAMP_DATA_DIR)")
-    curve.add_argument("--output", help="output path without extension (default: bench/results/curve-<model>)")
+    curve.add_argument("--output", help="output path without extension (default: ./bench-results/curve-<model>)")
     curve.add_argument("--resume", action="store_true",
                        help="keep the seeds the report at --output already has (same settings, same kind of "
                             "machine) and run only the others: a sitting split across sessions, or an interrupted one")
@@ -85,7 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--data-dir", help="task data folder (default: ../shared/data or LAMP_DATA_DIR)")
     table.add_argument("--work-dir", default="runs/bench-table", help="where run folders go (reused on rerun)")
     table.add_argument("--via-queue", action="store_true", help="submit the runs to the worker queue instead")
-    table.add_argument("--output", help="output path without extension (default: bench/results/table-<plan>)")
+    table.add_argument("--output", help="output path without extension (default: ./bench-results/table-<plan>)")
+    dashboard = commands.add_parser("dashboard", help="render time of each dashboard view with a store of many runs")
+    dashboard.add_argument("--runs", type=int, default=2000, help="runs in the made-up store (default: 2000)")
+    dashboard.add_argument("--points", type=int, default=200_000,
+                           help="metric points, spread evenly over the runs (default: 200000)")
+    dashboard.add_argument("--repeat", type=int, default=5, help="renders of each view (default: 5)")
+    dashboard.add_argument("--budget-s", type=float, default=2.0,
+                           help="exit 1 when a view's worst render takes longer (default: 2)")
+    dashboard.add_argument("--home", help="a new folder to hold the store and keep it (default: a temporary one, "
+                                          "deleted afterwards); DATABASE_URL, where set, is filled instead of SQLite")
+    dashboard.add_argument("--output", help="output path without extension (default: ./bench-results/dashboard)")
     return parser
 
 
@@ -169,6 +181,18 @@ def run_curve_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_dashboard_command(args: argparse.Namespace) -> int:
+    from bench.dashboard import DashboardSettings, markdown, over_budget, run_dashboard
+
+    settings = DashboardSettings(runs=args.runs, points=args.points, repeat=args.repeat, budget_s=args.budget_s)
+    report = run_dashboard(settings, args.home, log=lambda line: print(line, file=sys.stderr))
+    write(report, markdown(report), Path(args.output) if args.output else RESULTS / "dashboard")
+    slow = over_budget(report)
+    if slow:
+        print(f"dashboard: over the {args.budget_s:g} s budget: {', '.join(slow)}", file=sys.stderr)
+    return 1 if slow else 0
+
+
 def earlier_report(path: Path) -> dict | None:
     """The report `--resume` continues, or None where there is none yet (the sitting starts from nothing)."""
     from lamp_engine.errors import ConfigError
@@ -192,7 +216,8 @@ def write(report: dict, table: str, output: Path) -> None:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv[1:])
-    commands = {"speed": run_speed_command, "table": run_table_command, "curve": run_curve_command}
+    commands = {"speed": run_speed_command, "table": run_table_command, "curve": run_curve_command,
+                "dashboard": run_dashboard_command}
     try:
         return commands[args.bench](args)
     except LampError as exc:
