@@ -23,6 +23,7 @@ from lamp_engine.methods import METHODS
 from lamp_engine.methods import method_fields as all_method_fields
 
 K = "launch."  # widget key prefix; a method's own settings live under launch.<method>.<field>
+FIELDS_PER_ROW = 4  # a method's settings per row of the form: wide enough for "balanced" and "all-linear"
 SWEEP_TEXT = {"length": "lengths l", "rank": "ranks r", "pool": "pool sizes p"}
 DEFAULTS: dict[str, Any] = {
     "mode": "one run", "model_choice": catalog.DEFAULT_MODEL, "task_choice": "sst2", "method": "lamp", "lr": None,
@@ -127,8 +128,10 @@ def method_fields() -> dict[str, Any]:
                           format_func=lambda name: f"{name}: {METHODS[name].title}")
     items = dataclasses.fields(METHODS[method])
     values: dict[str, Any] = {"method": method}
-    for item, column in zip(items, st.columns(max(len(items), 1)), strict=False):
-        values[item.name] = setting_widget(column, item, method_key(method, item.name))
+    for start in range(0, len(items), FIELDS_PER_ROW):  # rows of a few, so that no value is cut short
+        row = items[start:start + FIELDS_PER_ROW]
+        for item, column in zip(row, st.columns(FIELDS_PER_ROW), strict=False):
+            values[item.name] = setting_widget(column, item, method_key(method, item.name))
     return values
 
 
