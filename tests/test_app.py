@@ -22,7 +22,6 @@ from store.files import fetch_upload
 from store.models import MetricPoint, Run
 
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
-REDIS_DB = 14  # dedicated to these tests; flushed before each
 TIMEOUT = 30
 T0 = datetime(2025, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -100,21 +99,20 @@ def loopback_dashboard():
 
 
 @pytest.fixture()
-def redis_db() -> Redis:
-    connection = Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
-    connection.flushdb()
+def redis_db(redis_url) -> Redis:
+    """A client of this session's Redis database (REDIS_URL), which the redis_url fixture flushes."""
+    connection = Redis.from_url(redis_url)
     yield connection
-    connection.flushdb()
+    connection.close()
 
 
 @pytest.fixture()
 def store(tmp_path, monkeypatch, redis_db) -> dict[str, int]:
-    """A fresh LAMP_HOME and SQLite store filled by seed_store; Redis on the dedicated test database."""
+    """A fresh LAMP_HOME and SQLite store filled by seed_store; Redis on this session's test database."""
     home = tmp_path / "home"
     url = f"sqlite:///{tmp_path / 'lamp.db'}"
     monkeypatch.setenv("LAMP_HOME", str(home))
     monkeypatch.setenv("DATABASE_URL", url)
-    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:6379/{REDIS_DB}")
     ids = seed_store(home)
     yield ids
     dispose(url)

