@@ -27,6 +27,8 @@ run: install
 	$(BIN)/lamp up --port $(PORT)
 
 # Everything: unit, integration, UI, browser, real training and packaging tests (GPU tests skip without CUDA).
+# The session starts its own Redis and PostgreSQL (tests/private_servers.py) and stops them at its end;
+# LAMP_TEST_REDIS_URL and LAMP_TEST_POSTGRES_URL point it at existing ones instead.
 test: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q
 
