@@ -61,7 +61,10 @@ def test_missing_source_through_the_console_command(tmp_path):
 def test_default_data_dir_is_the_engines_one_whatever_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("LAMP_DATA_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert build_parser().parse_args([]).data_dir == default_data_dir() == (str(DATA) if DATA.is_dir() else None)
+    chosen = build_parser().parse_args([]).data_dir
+    assert chosen == default_data_dir()
+    # compared resolved: ../shared may be a symbolic link (DATA is resolved, the engine's path need not be)
+    assert (Path(chosen).resolve() if chosen else None) == (DATA if DATA.is_dir() else None)
     monkeypatch.setenv("LAMP_DATA_DIR", "/elsewhere")
     assert build_parser().parse_args([]).data_dir == "/elsewhere"
 
