@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--dtype", default="auto", choices=DTYPES)
     curve.add_argument("--lr", type=float, help="one learning rate for every variant (default: each family's)")
     curve.add_argument("--lamp", action="append", default=[], metavar="KEY=VALUE",
-                       help="a LAMP option for an ablation, e.g. --lamp factor_lr=scaled (repeatable)")
+                       help="a LAMP setting for every LAMP variant, e.g. --lamp rank=16, or a research lever of "
+                            "bench/ablations.py, e.g. --lamp factor_lr=scaled (repeatable)")
     curve.add_argument("--data-dir", help="task data folder (default: ../shared/data or LAMP_DATA_DIR)")
     curve.add_argument("--output", help="output path without extension (default: ./bench-results/curve-<model>)")
     curve.add_argument("--resume", action="store_true",
@@ -148,8 +149,7 @@ def run_table_command(args: argparse.Namespace) -> int:
 
 
 def run_curve_command(args: argparse.Namespace) -> int:
-    from bench.curve import CurveSettings, chart, markdown, run_curve
-    from lamp_engine.config import flat_fields
+    from bench.curve import CurveSettings, chart, markdown, run_curve, setting
     from lamp_engine.errors import ConfigError
 
     def items(text: str, kind: type = str) -> tuple:
@@ -158,12 +158,7 @@ def run_curve_command(args: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(f"{text!r} is not a list of {kind.__name__} values separated by commas") from None
 
-    lamp = {}
-    for item in args.lamp:
-        key, sep, value = item.partition("=")
-        if not sep or key not in flat_fields():
-            raise ConfigError(f"lamp: {item!r} should be KEY=VALUE with a LAMP setting (e.g. factor_lr=scaled)")
-        lamp[key] = flat_fields()[key].kind(value)
+    lamp = dict(setting(item, f"lamp: {item!r}") for item in args.lamp)
     eval_at = items(args.eval_at, int) if args.eval_at else tuple(
         sorted({max(1, args.steps // 6), max(1, args.steps // 3), max(1, 2 * args.steps // 3), args.steps}))
     variants = tuple(v.strip() for v in re.split(r",(?![^\[]*\])", args.variants) if v.strip())  # [a=1,b=2] whole

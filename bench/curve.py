@@ -32,10 +32,8 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import altair as alt
-import pandas as pd
 import torch
 
 from bench.ablations import LEVERS, with_levers
@@ -46,6 +44,9 @@ from lamp_engine.methods import METHODS
 from lamp_engine.prompts.base import SoftPrompt
 from lamp_engine.tasks import Task
 from lamp_engine.train import Setup, batches, build_model_and_method, evaluate, load_splits, train_step
+
+if TYPE_CHECKING:
+    import altair as alt
 
 PROMPT_VARIANTS = {"pt": ("pt", {}), "lamp_p1": ("lamp", {"pool": 1}), "lamp_p4": ("lamp", {"pool": 4})}
 DEFAULT_VARIANTS = ("pt", "peft_pt", "lamp_p1", "lamp_p4")
@@ -466,6 +467,9 @@ def sitting_text(sitting: dict) -> str:
 def chart(report: dict) -> alt.FacetChart:
     """Accuracy against seconds of training, one line per variant and a band of one standard deviation, a panel per
     task (what the README and the dashboard show)."""
+    import altair as alt  # here, not at the top: `lamp bench speed|gpu` on a bare GPU machine has no altair
+    import pandas as pd
+
     rows = [{"task": task, "variant": name, **row} for task, curves in report["curves"].items()
             for name, curve in curves.items() for row in curve]
     frame = pd.DataFrame(rows)
