@@ -1,5 +1,6 @@
 """The run store's tables: runs, the metric points they stream while training, the sweeps that group them, and
-the files they write (content-addressed blobs, so a retry or a re-upload never stores the same bytes twice).
+the files they write (content-addressed blobs, so a retry or a re-upload never stores the same bytes twice); and
+the people: accounts, failed logins and who acted on which run (store/accounts.py, logins.py, audit.py).
 
 The schema is created and changed only by the Alembic migrations in migrations/; these classes describe it.
 A run's measurement columns are named after the fields of `RunResult` that it marks as columns, and
@@ -117,6 +118,7 @@ class Run(Base):
     submitted_by: Mapped[str | None] = mapped_column(String(200))
     checkpoint_step: Mapped[int | None] = mapped_column(Integer)  # step of its last stored trainer state
     resumed_from_step: Mapped[int | None] = mapped_column(Integer)  # it continued a checkpoint of this step
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # deleted: files gone, row kept for the audit
 
     def to_dict(self) -> dict[str, Any]:
         """Every column as JSON-ready values (datetimes as ISO strings), for `lamp status --json` and exports."""
@@ -182,6 +184,48 @@ class Upload(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     uploaded_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Account(Base):
+    """One person who logs in to an exposed dashboard with a name and a password (`lamp user add`).
+
+    `password_hash` is an scrypt hash (lamp_common.passwords); None for a person who logs in through the identity
+    provider only, whose account (named by the e-mail) exists to make them an admin.
+    """
+
+    __tablename__ = "accounts"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    password_hash: Mapped[str | None] = mapped_column(String(300))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LoginFailure(Base):
+    """A refused password, by name and client address: counted across sessions and processes to lock guessing."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_name_at", "name", "at"),
+                      Index("ix_login_failures_address_at", "address", "at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RunAction(Base):
+    """Who stopped, cancelled, retried or deleted a run, and when. No foreign key: the record outlives the run."""
+
+    __tablename__ = "run_actions"
+    __table_args__ = (Index("ix_run_actions_run_id", "run_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    detail: Mapped[str | None] = mapped_column(String(500))
 
 
 def finite(value: Any) -> bool:

@@ -17,8 +17,8 @@ class UnknownRun(LampError):
 
 def list_runs(session: Session, limit: int | None = None, status: str | Iterable[str] | None = None,
               ids: Iterable[int] | None = None) -> list[Run]:
-    """Runs, newest first, optionally filtered by status (one or several) and ids."""
-    query = select(Run).order_by(Run.id.desc())
+    """Runs, newest first, optionally filtered by status (one or several) and ids; deleted runs are left out."""
+    query = select(Run).where(Run.deleted_at.is_(None)).order_by(Run.id.desc())
     if status is not None:
         query = query.where(Run.status.in_([status] if isinstance(status, str) else list(status)))
     if ids is not None:
@@ -28,11 +28,15 @@ def list_runs(session: Session, limit: int | None = None, status: str | Iterable
     return list(session.scalars(query))
 
 
-def get_run(session: Session, run_id: int) -> Run:
-    """The run with this id, or UnknownRun naming it (never None, so callers cannot forget the check)."""
+def get_run(session: Session, run_id: int, deleted_too: bool = False) -> Run:
+    """The run with this id, or UnknownRun naming it (never None, so callers cannot forget the check). A deleted
+    run is unknown too, except to `deleted_too` (its record, for `lamp status`)."""
     run = session.get(Run, run_id)
     if run is None:
         raise UnknownRun(f"run {run_id}: no such run in the store; `lamp runs` lists the existing ones")
+    if run.deleted_at is not None and not deleted_too:
+        raise UnknownRun(f"run {run_id}: deleted at {run.deleted_at:%Y-%m-%d %H:%M:%S} UTC; `lamp status "
+                         f"{run_id}` shows who deleted it")
     return run
 
 

@@ -45,6 +45,32 @@ def store_patience_s() -> float:
     return env_number("LAMP_STORE_PATIENCE_S", 600)
 
 
+def login_failures_per_name() -> int:
+    """Failed logins for one name within the lock window that lock it (LAMP_LOGIN_FAILURES_PER_NAME)."""
+    return int(env_number("LAMP_LOGIN_FAILURES_PER_NAME", 5, minimum=1))
+
+
+def login_failures_per_address() -> int:
+    """Failed logins from one client address within the lock window that lock it; higher than per name, as a
+    lab behind one NAT address shares it (LAMP_LOGIN_FAILURES_PER_ADDRESS)."""
+    return int(env_number("LAMP_LOGIN_FAILURES_PER_ADDRESS", 20, minimum=1))
+
+
+def login_lock_minutes() -> float:
+    """How far back failed logins count, so how long a lock lasts after the last one (LAMP_LOGIN_LOCK_MINUTES)."""
+    return env_number("LAMP_LOGIN_LOCK_MINUTES", 15, minimum=0.01)
+
+
+def env_flag(name: str) -> bool:
+    """A yes/no variable: 1, true, yes or on; unset, empty, 0, false, no or off is no."""
+    text = os.environ.get(name, "").strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise SettingError(f"{name}: {text!r} is not yes or no; set 1 or 0, or unset it")
+
+
 def host_name() -> str:
     """This host's name as recorded with the files kept on its disk (LAMP_HOST, else the machine's hostname).
 
