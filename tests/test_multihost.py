@@ -25,12 +25,14 @@ from safetensors.numpy import load
 
 from app import backend
 from app.forms import LaunchRequest
+from store.accounts import Actor
 from store.db import session_scope
 from store.queries import get_run
 from store.status import FINISHED
 from worker import queue
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+ADMIN = Actor("tester", admin=True)  # the queue's actions take the acting user
 CSV = "review,stars\n" + "".join(f"{'a warm funny film' if i % 2 else 'a dull tired film'} {i},{i % 2}\n"
                                  for i in range(40))
 RUN = {"model": "tiny-t5", "task": "custom", "text_column": "review", "label_column": "stars",
@@ -100,7 +102,7 @@ def test_runs_train_on_b_resume_on_c_and_the_dashboard_on_a_needs_neither_folder
     assert queue.reconcile() == [second]
     failed = row(second)
     assert failed["status"] == "failed" and failed["step"] < steps
-    retry = queue.retry_run(second)
+    retry = queue.retry_run(second, ADMIN)
     assert row(retry)["checkpoint_step"] == failed["checkpoint_step"] >= killed_at["checkpoint_step"]
     finish(start_worker("C", "--burst"))
     resumed = row(retry)

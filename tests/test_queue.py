@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from lamp_engine.config import RunConfig, expand_grid
 from lamp_engine.errors import ConfigError, LampError
+from store.accounts import Actor
 from store.db import session_scope
 from store.models import Run, Sweep
 from store.queries import get_run, list_runs
@@ -21,6 +22,7 @@ from worker import queue
 from worker.connection import embedded_socket, redis_connection, redis_url, stop_embedded_redis
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+ADMIN = Actor("tester", admin=True)  # the queue's actions take the acting user
 TINY = {"model": "tiny-t5", "task": "sst2", "steps": 2, "batch_size": 2, "length": 4, "rank": 2}
 
 
@@ -55,7 +57,7 @@ def test_submit_stores_a_queued_run_and_enqueues_only_its_id(database_url, redis
 def test_queue_position_and_cancel_of_a_queued_run(lamp_home, redis_url):
     first, second, third = (queue.submit_run(tiny_config(seed=seed)) for seed in (1, 2, 3))
     assert [queue.queue_position(run_id) for run_id in (first, second, third)] == [1, 2, 3]
-    assert queue.cancel_run(second) == "cancelled"
+    assert queue.cancel_run(second, ADMIN) == "cancelled"
     assert [queue.queue_position(run_id) for run_id in (first, second, third)] == [1, None, 2]
     with session_scope() as session:
         cancelled = get_run(session, second)
@@ -64,7 +66,7 @@ def test_queue_position_and_cancel_of_a_queued_run(lamp_home, redis_url):
         job = queue.fetch_job(cancelled.job_id, redis_connection())
     assert job.get_status() == "canceled"
     with pytest.raises(LampError, match=f"^run {second}: already cancelled"):
-        queue.cancel_run(second)
+        queue.cancel_run(second, ADMIN)
     assert queue.reconcile() == []  # cancelled rows are never touched, healthy queued ones neither
     assert [row["status"] for row in rows().values()] == ["queued", "cancelled", "queued"]
 
@@ -72,9 +74,9 @@ def test_queue_position_and_cancel_of_a_queued_run(lamp_home, redis_url):
 def test_retry_queues_a_new_run_linked_to_its_parent(lamp_home, redis_url):
     parent = queue.submit_run(tiny_config(seed=5))
     with pytest.raises(LampError, match="only failed or cancelled runs can be retried"):
-        queue.retry_run(parent)
-    queue.cancel_run(parent)
-    child = queue.retry_run(parent)
+        queue.retry_run(parent, ADMIN)
+    queue.cancel_run(parent, ADMIN)
+    child = queue.retry_run(parent, ADMIN)
     with session_scope() as session:
         old, new = get_run(session, parent), get_run(session, child)
         assert (new.parent_id, new.status, new.config) == (parent, "queued", old.config)
@@ -101,7 +103,7 @@ def test_sweep_queues_every_grid_combination_after_validating_all(database_url, 
 def test_redis_flushed_while_queued_reconcile_fails_them_and_keeps_every_row(database_url, redis_url):
     queued = [queue.submit_run(tiny_config(seed=seed)) for seed in range(3)]
     cancelled = queue.submit_run(tiny_config(seed=9))
-    queue.cancel_run(cancelled)
+    queue.cancel_run(cancelled, ADMIN)
     before = rows()
     redis.Redis.from_url(redis_url).flushdb()
     assert queue.reconcile() == queued

@@ -25,6 +25,7 @@ from lamp_engine.config import RunConfig
 from lamp_engine.errors import ConfigError
 from lamp_engine.methods import RETIRED_SETTINGS, LampConfig
 from lamp_engine.predict import predict
+from store.accounts import Actor
 from store.db import session_scope
 from store.models import Run
 from store.queries import get_run
@@ -32,6 +33,7 @@ from worker import queue
 from worker.jobs import run_training
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+ADMIN = Actor("tester", admin=True)  # the queue's actions take the acting user
 DATA_DIR = (REPO_ROOT.parent / "shared" / "data").resolve()
 FIXTURE = Path(__file__).parent / "fixtures" / "run-0.1-lamp-every-option"
 RETIRED = ["init_vocabulary", "factor_lr", "prompt_scale", "pool_init", "residual"]  # in the order 0.1 wrote them
@@ -117,10 +119,10 @@ def store_as_release_0_1(run_id: int, status: str) -> None:
 def test_a_stored_run_retries_and_the_worker_trains_it(lamp_home, redis_url, caplog):
     base = RunConfig.from_stored(stored_config())
     parent = queue.submit_run(base)
-    queue.cancel_run(parent)
+    queue.cancel_run(parent, ADMIN)
     store_as_release_0_1(parent, "failed")
     with caplog.at_level(logging.WARNING):
-        child = queue.retry_run(parent)
+        child = queue.retry_run(parent, ADMIN)
     assert any(f"run {parent} has settings this release retired" in w for w in warnings_of(caplog))
     with session_scope() as session:
         retried = get_run(session, child)

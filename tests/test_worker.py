@@ -15,6 +15,7 @@ import pytest
 
 from lamp_common.result import RunResult
 from lamp_engine.config import RunConfig
+from store.accounts import Actor
 from store.artifacts import artifact_path
 from store.db import session_scope
 from store.queries import get_run, list_runs, metric_series
@@ -25,6 +26,7 @@ from worker.connection import redis_connection
 from worker.jobs import run_training
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+ADMIN = Actor("tester", admin=True)  # the queue's actions take the acting user
 DATA_DIR = (REPO_ROOT.parent / "shared" / "data").resolve()
 VICTIM_STEPS = 400  # long enough that the kill lands mid-run on a fast machine too
 TINY = {"model": "tiny-t5", "task": "sst2", "steps": 2, "batch_size": 2, "length": 4, "rank": 2,
@@ -120,7 +122,7 @@ def test_cooperative_stop_saves_the_partial_prompt_and_force_kills_the_horse(lam
                           and r["step_seconds_median"] is not None)
     assert running["trainable_params"] == 138 and running["prompt_tokens"] == 1 and running["hidden_size"] == 64
     assert running["total_steps"] == 2000 and running["step_seconds_median"] > 0  # live, while it trains
-    assert queue.cancel_run(gentle) == "stop requested"
+    assert queue.cancel_run(gentle, ADMIN) == "stop requested"
     final, _ = wait_for(gentle, lambda r: r["status"] != "running")
     assert final["status"] == "cancelled" and final["stop_requested"]
     assert 2 <= final["step"] < 2000 and final["error"].startswith("stopped on request at step")
@@ -143,7 +145,7 @@ def test_cooperative_stop_saves_the_partial_prompt_and_force_kills_the_horse(lam
 @pytest.mark.slow
 def test_killed_worker_is_reconciled_to_failed_and_its_retry_succeeds(lamp_home, redis_url, start_worker):
     cancelled = queue.submit_run(tiny_config(seed=1))
-    queue.cancel_run(cancelled)
+    queue.cancel_run(cancelled, ADMIN)
     victim = queue.submit_run(tiny_config(steps=VICTIM_STEPS))
     worker = start_worker()
     wait_for(victim, lambda r: r["status"] == "running" and r["step"] >= 2)
@@ -162,8 +164,8 @@ def test_killed_worker_is_reconciled_to_failed_and_its_retry_succeeds(lamp_home,
     assert after[victim]["error"].startswith("reconcile: its worker process") and "died" in after[victim]["error"]
     assert {k: v for k, v in after.items() if k != victim} == {k: v for k, v in before.items() if k != victim}
     assert queue.reconcile() == []
-    queue.cancel_run(waiting)
-    retry = queue.retry_run(victim)
+    queue.cancel_run(waiting, ADMIN)
+    retry = queue.retry_run(victim, ADMIN)
     finish(start_worker("--burst"))
     final = row(retry)
     assert (final["status"], final["parent_id"], final["step"]) == ("succeeded", victim, VICTIM_STEPS), final["error"]

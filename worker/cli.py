@@ -1,7 +1,8 @@
-"""Queue and store commands: submit, sweep, status, runs, cancel, retry, export and worker.
+"""Queue and store commands: submit, sweep, status, runs, cancel, retry, delete, export and worker.
 
 Every user mistake (bad flag, unknown run, unreachable Redis or database) ends in one line on stderr and exit
-code 2. Nothing here imports torch: the training happens in the worker's job function.
+code 2. Nothing here imports torch: the training happens in the worker's job function. The commands act as the
+OS user (store/accounts.py says when that user is an admin); cancel, retry and delete are recorded with that name.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from lamp_common.errors import LampError
 from lamp_engine.cli import add_config_arguments, add_protocol_argument, config_from_args, config_values
 from lamp_engine.config import RunConfig, expand_grid, flat_fields
 from lamp_engine.errors import ConfigError
+from store.accounts import command_line_actor
 from store.artifacts import INTERNAL_FILES, run_dir
+from store.audit import actions_on
 from store.db import session_scope
 from store.files import materialise_run, stored_files
 from store.queries import get_run, list_runs
@@ -91,14 +94,17 @@ def _describe(run_dict: dict[str, Any]) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     with session_scope() as session:
-        data = get_run(session, args.run_id).to_dict()
-    if data["status"] == RunStatus.QUEUED:
+        data = get_run(session, args.run_id, deleted_too=True).to_dict()
+        actions = actions_on(session, args.run_id)
+    if data["status"] == RunStatus.QUEUED and not data["deleted_at"]:
         data["queue_position"] = queue.queue_position(args.run_id)
     if args.json:
-        _print_json(data)
+        _print_json({**data, "actions": [action.to_dict() for action in actions]})
     else:
         print(_describe({key: value for key, value in data.items() if key != "config"}))
         print(f"{'config':>24}: {json.dumps(data['config'], sort_keys=True)}")
+        for index, action in enumerate(actions):
+            print(f"{'actions' if index == 0 else '':>24}: {action}")
     return 0
 
 
@@ -124,12 +130,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    print(f"run {args.run_id}: {queue.cancel_run(args.run_id, force=args.force)}")
+    print(f"run {args.run_id}: {queue.cancel_run(args.run_id, command_line_actor(), force=args.force)}")
     return 0
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    print(queue.retry_run(args.run_id))
+    print(queue.retry_run(args.run_id, command_line_actor()))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    queue.delete_run(args.run_id, command_line_actor())
+    print(f"run {args.run_id}: deleted")
     return 0
 
 
@@ -188,9 +200,10 @@ def build_parser(name: str) -> OneLineParser:
                                 help="a config field and its values; repeat for a grid (e.g. --grid rank=4,8)")
             parser.add_argument("--name", default="sweep", help="a name for the sweep")
         return parser
-    if name in ("status", "cancel", "retry", "export"):
-        parser = _run_id_parser(name, {"status": "show one run", "cancel": "cancel or stop a run",
+    if name in ("status", "cancel", "retry", "delete", "export"):
+        parser = _run_id_parser(name, {"status": "show one run and who acted on it", "cancel": "cancel or stop a run",
                                        "retry": "queue a failed or cancelled run again",
+                                       "delete": "delete a finished run's files and hide it (its record stays)",
                                        "export": "copy a run's prompt files"}[name])
         if name == "status":
             parser.add_argument("--json", action="store_true", help="print the whole row as JSON")
@@ -217,7 +230,7 @@ def build_parser(name: str) -> OneLineParser:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "submit": cmd_submit, "sweep": cmd_sweep, "status": cmd_status, "runs": cmd_runs, "cancel": cmd_cancel,
-    "retry": cmd_retry, "export": cmd_export, "worker": cmd_worker,
+    "retry": cmd_retry, "delete": cmd_delete, "export": cmd_export, "worker": cmd_worker,
 }
 
 

@@ -24,14 +24,17 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from lamp_common.errors import LampError
+from lamp_common.names import refuse_formula
 from lamp_engine.config import RunConfig
+from store.accounts import Actor, authorize
 from store.artifacts import TRAINER_STATE
+from store.audit import Action, record_action
 from store.db import session_scope
-from store.files import copy_run_file, is_upload, store_upload
-from store.models import Run, Sweep, utcnow
+from store.files import copy_run_file, forget_unused_blob, is_upload, store_upload
+from store.models import MetricPoint, Run, RunFile, Sweep, utcnow
 from store.queries import get_run
 from store.settings import os_user
 from store.status import ACTIVE, FINISHED, RETRYABLE, WITH_PROMPT, RunStatus
@@ -89,6 +92,7 @@ def submit_run(config: RunConfig, sweep_id: int | None = None, parent_id: int | 
     """
     submitted_by = submitted_by or os_user()
     config = RunConfig.from_dict(config.to_dict())  # re-validate: the caller may have edited fields since
+    refuse_formula(config.model, "model")  # listed in tables that are downloaded as CSV
     queue = get_queue(TRAIN_QUEUE)
     config = _uploaded_data(config, submitted_by)
     with session_scope() as session:
@@ -108,6 +112,7 @@ def submit_run(config: RunConfig, sweep_id: int | None = None, parent_id: int | 
 def submit_sweep(configs: list[RunConfig], grid: dict[str, list[Any]], name: str,
                  submitted_by: str | None = None) -> tuple[int, list[int]]:
     """Queue the runs of one sweep (expanded and validated by the caller); returns (sweep id, run ids)."""
+    refuse_formula(name, "sweep name")
     redis_connection()  # fail before storing a sweep that could not be queued
     with session_scope() as session:
         sweep = Sweep(name=name, grid={key: list(values) for key, values in grid.items()}, created_at=utcnow())
@@ -117,28 +122,40 @@ def submit_sweep(configs: list[RunConfig], grid: dict[str, list[Any]], name: str
     return sweep_id, [submit_run(config, sweep_id=sweep_id, submitted_by=submitted_by) for config in configs]
 
 
-def _set_status(run_id: int, expected: RunStatus, status: RunStatus, **values: Any) -> bool:
-    """Move a run from `expected` to `status` only if nobody moved it first; True if this call did."""
+def _set_status(run_id: int, expected: RunStatus, status: RunStatus, actor: Actor | None = None,
+                action: Action | None = None, **values: Any) -> bool:
+    """Move a run from `expected` to `status` only if nobody moved it first; True if this call did. The actor's
+    action, if given, is recorded in the same transaction."""
     if status in FINISHED:
         values.setdefault("finished_at", utcnow())
     with session_scope() as session:
         result = session.execute(update(Run).where(Run.id == run_id, Run.status == expected)
                                  .values(status=status, **values))
+        if result.rowcount == 1 and actor is not None and action is not None:
+            record_action(session, run_id, action, actor.name)
         return result.rowcount == 1
 
 
-def cancel_run(run_id: int, force: bool = False) -> str:
+def _authorized(run_id: int, actor: Actor, action: str) -> Run:
+    """The run (detached), after checking that the actor may `action` it."""
+    with session_scope() as session:
+        run = get_run(session, run_id)
+        authorize(actor, run, action)
+        return run
+
+
+def cancel_run(run_id: int, actor: Actor, force: bool = False) -> str:
     """Cancel a queued run, or ask a running one to stop (it saves its partial prompt); returns what happened.
+    Only the run's owner or an admin may; the action is recorded with who did it.
 
     With force, a running run's work horse is also killed through RQ's stop command (for a loop that does not
     reach its next step, e.g. a hung evaluation), and the run is marked cancelled at once.
     """
-    with session_scope() as session:
-        run = get_run(session, run_id)
-        job_id, status = run.job_id, run.status
+    run = _authorized(run_id, actor, "cancel")
+    job_id, status = run.job_id, run.status
     connection = redis_connection()
-    if status == RunStatus.QUEUED and _set_status(run_id, RunStatus.QUEUED, RunStatus.CANCELLED,
-                                                  error="cancelled before it started"):
+    if status == RunStatus.QUEUED and _set_status(run_id, RunStatus.QUEUED, RunStatus.CANCELLED, actor,
+                                                  Action.CANCEL, error="cancelled before it started"):
         job = fetch_job(job_id, connection) if job_id else None
         if job is not None and job.get_status() not in ENDED_JOB_STATUSES:
             job.cancel()
@@ -146,27 +163,49 @@ def cancel_run(run_id: int, force: bool = False) -> str:
     with session_scope() as session:
         flagged = session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING)
                                   .values(stop_requested=True)).rowcount == 1
+        if flagged and not force:
+            record_action(session, run_id, Action.STOP, actor.name)
     if not flagged:
         with session_scope() as session:
             status = get_run(session, run_id).status
         raise LampError(f"run {run_id}: already {status}; only queued or running runs can be cancelled")
     if not force:
         return "stop requested"
-    _set_status(run_id, RunStatus.RUNNING, RunStatus.CANCELLED, error="stopped by force (lamp cancel --force)")
+    _set_status(run_id, RunStatus.RUNNING, RunStatus.CANCELLED, actor, Action.FORCE_STOP,
+                error="stopped by force (lamp cancel --force)")
     with contextlib.suppress(InvalidJobOperation, NoSuchJobError):  # ended or vanished: cancelled either way
         send_stop_job_command(connection, job_id, serializer=JSONSerializer)
     return str(RunStatus.CANCELLED)
 
 
-def retry_run(run_id: int, submitted_by: str | None = None) -> int:
+def retry_run(run_id: int, actor: Actor) -> int:
     """Queue a failed or cancelled run again as a new run linked to it (parent_id), continuing from its last
-    checkpoint when it stored one; returns the new id."""
+    checkpoint when it stored one; returns the new id. Only the run's owner or an admin may; the new run is the
+    actor's (it spends their GPU time), and the retry is recorded on the old one."""
+    run = _authorized(run_id, actor, "retry")
+    if run.status not in RETRYABLE:
+        raise LampError(f"run {run_id}: is {run.status}; only failed or cancelled runs can be retried")
+    config = RunConfig.from_stored(run.config, f"run {run_id}")
+    new_id = submit_run(config, sweep_id=run.sweep_id, parent_id=run_id, submitted_by=actor.name)
     with session_scope() as session:
-        run = get_run(session, run_id)
-        if run.status not in RETRYABLE:
-            raise LampError(f"run {run_id}: is {run.status}; only failed or cancelled runs can be retried")
-        config, sweep_id = RunConfig.from_stored(run.config, f"run {run_id}"), run.sweep_id
-    return submit_run(config, sweep_id=sweep_id, parent_id=run_id, submitted_by=submitted_by)
+        record_action(session, run_id, Action.RETRY, actor.name, detail=f"as run {new_id}")
+    return new_id
+
+
+def delete_run(run_id: int, actor: Actor) -> None:
+    """Delete a finished run's files and metric points; its row stays, marked deleted and left out of every list,
+    so its id is never reused and `lamp status` still tells who deleted it. Only its owner or an admin may."""
+    run = _authorized(run_id, actor, "delete")
+    if run.status not in FINISHED:
+        raise LampError(f"run {run_id}: is {run.status}; cancel it first (`lamp cancel {run_id}`), then delete it")
+    with session_scope() as session:
+        blobs = set(session.scalars(select(RunFile.blob).where(RunFile.run_id == run_id, RunFile.blob.is_not(None))))
+        session.execute(delete(RunFile).where(RunFile.run_id == run_id))
+        session.execute(delete(MetricPoint).where(MetricPoint.run_id == run_id))
+        session.execute(update(Run).where(Run.id == run_id).values(deleted_at=utcnow()))
+        record_action(session, run_id, Action.DELETE, actor.name)
+    for sha256 in blobs:
+        forget_unused_blob(sha256)
 
 
 def queue_position(run_id: int) -> int | None:
