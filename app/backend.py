@@ -22,9 +22,12 @@ from redis.exceptions import RedisError
 
 from app import files
 from app.forms import LaunchRequest
+from lamp_common.errors import LampError
 from lamp_engine.config import RunConfig
 from store import queries
+from store.accounts import Actor
 from store.artifacts import ArtifactError, artifact_path
+from store.audit import Recorded, actions_on
 from store.db import ensure_schema, lamp_home, session_scope
 from store.files import (
     RunFileError,
@@ -42,6 +45,7 @@ from worker.connection import QueueUnavailable
 
 RECORD_FIELDS = tuple(column.key for column in Run.__table__.columns)
 USER_KEY = "lamp.user"  # the session's logged-in user
+ADMIN_KEY = "lamp.admin"  # whether that user is an admin (app/login.py re-reads both on every page run)
 __all__ = ["QueueUnavailable"]
 log = logging.getLogger(__name__)
 
@@ -95,6 +99,31 @@ def submitter() -> str | None:
         return None
 
 
+def actor() -> Actor:
+    """Who acts in this dashboard session; LampError when no one is logged in, so a queue action never runs as
+    nobody in particular."""
+    import streamlit as st
+
+    name = submitter()
+    if not name:
+        raise LampError("no one is logged in to this session; reload the page and log in")
+    return Actor(name, admin=bool(st.session_state.get(ADMIN_KEY)))
+
+
+def may_manage(record: dict[str, Any]) -> bool:
+    """Whether this session's user may stop, cancel, retry or delete the run (its owner, or an admin)."""
+    try:
+        return actor().may_manage(record.get("submitted_by"))
+    except LampError:
+        return False
+
+
+def run_actions(run_id: int) -> list[Recorded]:
+    """Who stopped, cancelled, retried or deleted the run, and when, oldest first."""
+    with session_scope() as session:
+        return actions_on(session, run_id)
+
+
 def _queue_call(function_name: str, *args: Any, **kwargs: Any) -> Any:
     """Call a worker.queue helper, turning a Redis outage into one readable error."""
     from worker import queue
@@ -128,11 +157,17 @@ def submit(request: LaunchRequest, name: str) -> list[int]:
 
 
 def cancel(run_id: int) -> str:
-    return _queue_call("cancel_run", run_id)
+    return _queue_call("cancel_run", run_id, actor())
 
 
 def retry(run_id: int) -> int:
-    return _queue_call("retry_run", run_id, submitted_by=submitter())
+    return _queue_call("retry_run", run_id, actor())
+
+
+def delete(run_id: int) -> bool:
+    """True once the run is deleted (`ui.queue_call` gives None where it was refused)."""
+    _queue_call("delete_run", run_id, actor())
+    return True
 
 
 def ask_prediction(run_id: int, text: str) -> str:

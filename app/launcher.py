@@ -25,9 +25,10 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from app.access import auth_section_in_files, login_for, password_hash, secrets_files
+from app.access import AllowList, login_for, password_hash, plain_http_warning, secrets_files, section_in_files
 from lamp_common.cli import OneLineParser
 from lamp_common.errors import LampError
+from store.accounts import any_account
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app" / "main.py"
@@ -57,9 +58,14 @@ def check_port(host: str, port: int) -> None:
 
 
 def check_access(host: str) -> None:
-    """A dashboard reachable from the network needs a login: refuse to start one that has none."""
+    """A dashboard reachable from the network needs a login: refuse to start one that has none (or whose identity
+    provider has no allow-list), and warn in the log when it would serve the network without TLS."""
     password_hash()  # a malformed hash is refused here, not when the first visitor logs in
-    login_for(host, auth_section_in_files(secrets_files()))
+    files = secrets_files()
+    login_for(host, section_in_files(files), AllowList.configured(section_in_files(files, "lamp")), any_account)
+    warning = plain_http_warning(host)
+    if warning:
+        print(f"lamp up: {warning}", file=sys.stderr, flush=True)
 
 
 def prepare_services() -> tuple[str, IO[str] | None]:

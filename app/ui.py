@@ -1,13 +1,16 @@
-"""Small Streamlit helpers the views share: run pickers kept in the URL, page links and queue warnings."""
+"""Small Streamlit helpers the views share: run pickers kept in the URL, page links, queue warnings, text shown
+as written, and live sections that stop drawing once their session has logged out."""
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
 
-from app.backend import QueueUnavailable
+from app.backend import USER_KEY, QueueUnavailable
 from app.tables import badge, run_label
 from lamp_engine.errors import LampError
 
@@ -50,15 +53,38 @@ def pick_runs(label: str, records: list[dict[str, Any]], query_name: str, defaul
     return selected
 
 
+MARKDOWN_SYNTAX = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+
+
+def plain(text: Any) -> str:
+    """`text` for st.markdown, st.caption, st.error and their kind, shown exactly as written: every ASCII
+    punctuation character is escaped (CommonMark allows it for all of them), so a model name, a login name or an
+    error text from someone else can never become a link, an image, emphasis or a heading in another's view."""
+    return MARKDOWN_SYNTAX.sub(r"\\\1", str(text))
+
+
+def live(draw: Callable[..., None], every: float | None) -> Callable[..., None]:
+    """`draw` as a fragment re-run every `every` seconds (None: only with the page). A fragment re-runs without the
+    page's login check, and Streamlit keeps it after a page that stopped at the login form; so it draws nothing
+    once its session has no logged-in user."""
+
+    @functools.wraps(draw)
+    def logged_in_only(*args: Any, **kwargs: Any) -> None:
+        if st.session_state.get(USER_KEY):
+            draw(*args, **kwargs)
+
+    return st.fragment(run_every=every)(logged_in_only)
+
+
 def queue_call(action: Callable[[], Any], fallback: Any = None) -> Any:
     """Run a queue action; an unreachable Redis shows as one warning, a refused action (e.g. retrying a run
     that succeeded) as one error, instead of a traceback."""
     try:
         return action()
     except QueueUnavailable as exc:
-        st.warning(str(exc))
+        st.warning(plain(exc))
     except LampError as exc:
-        st.error(str(exc))
+        st.error(plain(exc))
     return fallback
 
 

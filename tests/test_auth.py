@@ -1,5 +1,6 @@
-"""Who may use the dashboard: open on loopback, a login on any other address (OpenID Connect through st.login, or
-the operator's password hash), and a refusal with neither; `lamp passwd`, and who submitted each run."""
+"""Who may use the dashboard: open on loopback, a login on any other address (OpenID Connect through st.login for
+allowed e-mails, accounts of the store, or the one-person password hash), and a refusal with none; `lamp passwd`,
+and who submitted each run."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from pathlib import Path
 import pytest
 from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
+from test_login_guard import shown
 
 from app import access, launcher
-from app.access import AccessError, Login, PasswordHash, hash_password, login_for
+from app.access import AccessError, AllowList, Login, PasswordHash, hash_password, login_for
+from lamp_common.passwords import PasswordError
+from store.accounts import add_account
 from store.db import dispose, session_scope
 from store.models import Run
 
@@ -30,20 +34,40 @@ def test_only_a_loopback_address_is_open(address, loopback):
     assert access.bound_to_loopback(address) is loopback
 
 
+LAB = AllowList(domains=frozenset({"lab.example"}))
+NOBODY, SOMEONE = (lambda: False), (lambda: True)  # whether the store has accounts
+
+
 def test_the_login_follows_the_address_and_what_is_configured(monkeypatch):
     monkeypatch.delenv(access.HASH_ENV, raising=False)
-    assert login_for("127.0.0.1", {}) is Login.NONE
+    assert login_for("127.0.0.1", {}, AllowList(), NOBODY) is Login.NONE
     with pytest.raises(AccessError, match=r"^--host 0\.0\.0\.0: the dashboard would serve 0\.0\.0\.0 without a login; "
-                                          r"set LAMP_PASSWORD_HASH \(make one with `lamp passwd`\)"):
-        login_for("0.0.0.0", {})
-    assert login_for("0.0.0.0", OIDC) is Login.OIDC
+                                          r"add accounts with `lamp user add NAME \[--admin\]`, set LAMP_PASSWORD"):
+        login_for("0.0.0.0", {}, AllowList(), NOBODY)
+    assert login_for("0.0.0.0", {}, AllowList(), SOMEONE) is Login.PASSWORD  # accounts in the store
+    assert login_for("0.0.0.0", OIDC, LAB, NOBODY) is Login.OIDC
     assert login_for("0.0.0.0", {**{k: OIDC[k] for k in ("redirect_uri", "cookie_secret")},
-                                 "google": {k: OIDC[k] for k in access.OIDC_KEYS}}) is Login.OIDC
+                                 "google": {k: OIDC[k] for k in access.OIDC_KEYS}}, LAB, NOBODY) is Login.OIDC
     with pytest.raises(AccessError):
-        login_for("0.0.0.0", {"redirect_uri": OIDC["redirect_uri"]})  # incomplete: not a login
+        login_for("0.0.0.0", {"redirect_uri": OIDC["redirect_uri"]}, LAB, NOBODY)  # incomplete: not a login
     monkeypatch.setenv(access.HASH_ENV, str(hash_password(PASSWORD)))
-    assert login_for("0.0.0.0", {}) is Login.PASSWORD
-    assert login_for("0.0.0.0", OIDC) is Login.OIDC  # an identity provider wins over the password
+    assert login_for("0.0.0.0", {}, AllowList(), NOBODY) is Login.PASSWORD
+    assert login_for("0.0.0.0", OIDC, LAB, SOMEONE) is Login.OIDC  # an identity provider wins over passwords
+
+
+def test_an_identity_provider_without_an_allow_list_is_refused_on_the_network_only(monkeypatch):
+    monkeypatch.delenv(access.ALLOWED_EMAILS_ENV, raising=False)
+    monkeypatch.delenv(access.ALLOWED_DOMAINS_ENV, raising=False)
+    with pytest.raises(AccessError, match=r"^--host 0\.0\.0\.0: OpenID Connect \(\[auth\] in secrets\.toml\) would let "
+                                          r"in anyone its identity provider knows; set LAMP_ALLOWED_EMAILS or "):
+        login_for("0.0.0.0", OIDC, AllowList.configured({}), SOMEONE)
+    assert login_for("127.0.0.1", OIDC, AllowList.configured({}), NOBODY) is Login.NONE
+    monkeypatch.setenv(access.ALLOWED_EMAILS_ENV, " Ada@Lab.example , bob@elsewhere.example")
+    allowed = AllowList.configured({"allowed_domains": ["@uni.example"]})
+    assert allowed == AllowList(frozenset({"ada@lab.example", "bob@elsewhere.example"}), frozenset({"uni.example"}))
+    assert [allowed.allows(email) for email in ("ADA@lab.example", "carl@lab.example", "dora@uni.example",
+                                                "eve@uni.example.evil", "uni.example", "")] == [
+        True, False, True, False, False, False]
 
 
 def test_a_password_hash_verifies_only_its_password_and_a_bad_one_is_one_line():
@@ -52,7 +76,7 @@ def test_a_password_hash_verifies_only_its_password_and_a_bad_one_is_one_line():
     parsed = PasswordHash.parse(encoded)
     assert parsed.matches(PASSWORD) and not parsed.matches(PASSWORD + " ") and not parsed.matches("")
     assert str(hash_password(PASSWORD)) != encoded  # salted
-    with pytest.raises(AccessError, match="^LAMP_PASSWORD_HASH: not a hash made by `lamp passwd`"):
+    with pytest.raises(PasswordError, match="^LAMP_PASSWORD_HASH: not a hash made by `lamp passwd`"):
         PasswordHash.parse("plaintext-password")
 
 
@@ -74,8 +98,8 @@ def test_lamp_up_on_a_network_address_without_a_login_refuses_in_one_line(tmp_pa
     monkeypatch.delenv(access.HASH_ENV, raising=False)
     assert launcher.main(["up", "--host", "0.0.0.0", "--port", "0"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("lamp up: --host 0.0.0.0: the dashboard would serve 0.0.0.0 without a login; set "
-                          "LAMP_PASSWORD_HASH (make one with `lamp passwd`), or an [auth] section")
+    assert err.startswith("lamp up: --host 0.0.0.0: the dashboard would serve 0.0.0.0 without a login; add accounts "
+                          "with `lamp user add NAME [--admin]`, set LAMP_PASSWORD_HASH for one person")
     assert err.count("\n") == 1 and not (tmp_path / "redis").exists()  # nothing was started
     monkeypatch.setenv(access.HASH_ENV, "lamp")
     assert launcher.main(["up", "--host", "0.0.0.0", "--port", "0"]) == 2
@@ -87,11 +111,13 @@ def test_secrets_files_with_an_auth_section_count_as_a_login(tmp_path):
     home.write_text('[auth]\nredirect_uri = "http://h/oauth2callback"\ncookie_secret = "c"\n')
     project = tmp_path / "project.toml"
     project.write_text('[auth]\nclient_id = "i"\nclient_secret = "s"\nserver_metadata_url = "https://i/m"\n')
-    assert access.oidc_configured(access.auth_section_in_files([home, project]))
-    assert not access.oidc_configured(access.auth_section_in_files([home]))
+    project.write_text(project.read_text() + '[lamp]\nallowed_domains = ["lab.example"]\n')
+    assert access.oidc_configured(access.section_in_files([home, project]))
+    assert not access.oidc_configured(access.section_in_files([home]))
+    assert AllowList.configured(access.section_in_files([home, project], "lamp")).allows("ada@lab.example")
     (tmp_path / "bad.toml").write_text("[auth\n")
     with pytest.raises(AccessError, match="bad.toml: not valid TOML"):
-        access.auth_section_in_files([tmp_path / "bad.toml"])
+        access.section_in_files([tmp_path / "bad.toml"])
 
 
 @pytest.fixture
@@ -114,21 +140,21 @@ def app_test() -> AppTest:
 def test_a_network_dashboard_with_no_login_configured_serves_nothing(network_dashboard):
     at = app_test().run()
     assert [e.value for e in at.error] == [
-        "--host 0.0.0.0: the dashboard would serve 0.0.0.0 without a login; set LAMP_PASSWORD_HASH (make one with "
-        "`lamp passwd`), or an [auth] section for OpenID Connect in ~/.streamlit/secrets.toml, or bind it to "
-        "127.0.0.1. The dashboard refuses to serve until one is set."]
+        "--host 0.0.0.0: the dashboard would serve 0.0.0.0 without a login; add accounts with `lamp user add NAME "
+        "[--admin]`, set LAMP_PASSWORD_HASH for one person (make it with `lamp passwd`), or an [auth] section for "
+        "OpenID Connect in ~/.streamlit/secrets.toml, or bind it to 127.0.0.1. The dashboard refuses to serve until "
+        "one is set."]
     assert not at.title and not at.text_input
 
 
-def test_the_password_login_refuses_a_wrong_password_and_records_who_submits(network_dashboard, monkeypatch,
-                                                                                redis_url):
-    monkeypatch.setenv(access.HASH_ENV, str(hash_password(PASSWORD)))
+def test_the_password_login_refuses_a_wrong_password_and_records_who_submits(network_dashboard, redis_url):
+    add_account("ada", hash_password(PASSWORD), admin=False)
     at = app_test().run()
     assert at.title[0].value == "LAMP Studio" and "Runs" not in [t.value for t in at.title]
     at.text_input(key="login.name").input("ada")
     at.text_input(key="login.password").input("wrong password")
     at.button[0].click().run()
-    assert [e.value for e in at.error] == ["Wrong name or password."]
+    assert [shown(e.value) for e in at.error] == ["Wrong name or password."]
     assert at.text_input(key="login.password").value == ""  # cleared, never shown back
     at.text_input(key="login.name").input("ada")
     at.text_input(key="login.password").input(PASSWORD)
@@ -144,7 +170,8 @@ def test_the_password_login_refuses_a_wrong_password_and_records_who_submits(net
     assert at.dataframe[-1].value["submitted by"].tolist() == ["ada"]
 
 
-def test_an_identity_provider_login_shows_its_button_before_anything_else(network_dashboard):
+def test_an_identity_provider_login_shows_its_button_before_anything_else(network_dashboard, monkeypatch):
+    monkeypatch.setenv(access.ALLOWED_DOMAINS_ENV, "lab.example")
     at = app_test()
     at.secrets["auth"] = OIDC
     at.run()

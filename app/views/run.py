@@ -15,9 +15,9 @@ import streamlit as st
 
 from app import backend, charts
 from app.tables import badge, flatten_config, format_number, run_label
-from app.ui import describe, queue_call
+from app.ui import PAGES, describe, live, plain, queue_call
 from lamp_common.result import RunResult
-from store.status import ACTIVE, RETRYABLE, WITH_PROMPT, RunStatus
+from store.status import ACTIVE, FINISHED, RETRYABLE, WITH_PROMPT, RunStatus
 
 POLL_SECONDS = 1.0
 REFRESH_SECONDS = 2.0
@@ -43,22 +43,24 @@ def choose_run() -> dict[str, Any] | None:
 
 def header(record: dict[str, Any]) -> None:
     st.title(f"Run #{record['id']}")
-    st.markdown(f"**{badge(record['status'])}** · method **{record.get('method')}** · model "
-                f"**{record.get('model')}** · task **{record.get('task')}**")
+    st.markdown(f"**{badge(record['status'])}** · method **{plain(record.get('method'))}** · model "
+                f"**{plain(record.get('model'))}** · task **{plain(record.get('task'))}**")
     facts = {"created": record.get("created_at"), "started": record.get("started_at"),
              "finished": record.get("finished_at"), "worker": record.get("worker_name"),
              "job": record.get("job_id"), "sweep": record.get("sweep_id"), "retry of": record.get("parent_id"),
              "resumed from step": record.get("resumed_from_step"), "submitted by": record.get("submitted_by")}
-    st.caption(" · ".join(f"{k}: {v:%Y-%m-%d %H:%M:%S} UTC" if hasattr(v, "strftime") else f"{k}: {v}"
-                          for k, v in facts.items() if v is not None))
+    st.caption(plain(" · ".join(f"{k}: {v:%Y-%m-%d %H:%M:%S} UTC" if hasattr(v, "strftime") else f"{k}: {v}"
+                                for k, v in facts.items() if v is not None)))
+    for action in backend.run_actions(record["id"]):
+        st.caption(plain(action))
     if record["status"] in ACTIVE:
         total = record.get("total_steps")
         st.progress(min(float(record.get("progress") or 0.0), 1.0),
                     text=f"step {record.get('step') or 0}/{total}" if total else "waiting for a worker")
     if record["status"] == RunStatus.FAILED:
-        st.error(f"Failed: {record.get('error') or 'no reason recorded'}")
+        st.error(plain(f"Failed: {record.get('error') or 'no reason recorded'}"))
     elif record.get("error"):
-        st.warning(record["error"])
+        st.warning(plain(record["error"]))
 
 
 def results(record: dict[str, Any]) -> None:
@@ -165,10 +167,10 @@ def show_prediction(job_id: str) -> None:
         st.caption("Waiting for a worker to run the prompt…")
         return
     if answer.get("error"):
-        st.error(answer["error"])
+        st.error(plain(answer["error"]))
         return
     for item in answer.get("predictions", [answer]):
-        st.markdown(f"Prediction: **{item.get('prediction')}**")
+        st.markdown(f"Prediction: **{plain(item.get('prediction'))}**")
         scores = item.get("scores") or {}
         if scores:
             st.dataframe(pd.DataFrame({"label": list(scores), "score": list(scores.values())}), hide_index=True)
@@ -184,11 +186,16 @@ def try_it(record: dict[str, Any]) -> None:
         st.session_state[key] = queue_call(lambda: backend.ask_prediction(record["id"], text.strip()))
     job_id = st.session_state.get(key)
     if job_id:
-        st.fragment(run_every=POLL_SECONDS)(show_prediction)(job_id)
+        live(show_prediction, POLL_SECONDS)(job_id)
 
 
 def actions(record: dict[str, Any]) -> None:
-    c1, c2, _ = st.columns([1, 1, 4])
+    """Stop or cancel, retry and delete: for the run's owner or an admin; anyone else is told whose run it is."""
+    if not backend.may_manage(record):
+        st.caption(plain(f"Only its owner ({record.get('submitted_by') or 'nobody recorded'}) or an admin can "
+                         "stop, cancel, retry or delete this run."))
+        return
+    c1, c2, c3, _ = st.columns([1, 1, 1, 3])
     if record["status"] in ACTIVE and c1.button("Stop" if record["status"] == RunStatus.RUNNING else "Cancel",
                                                 key="run.cancel"):
         outcome = queue_call(lambda: backend.cancel(record["id"]))
@@ -198,9 +205,24 @@ def actions(record: dict[str, Any]) -> None:
         new_id = queue_call(lambda: backend.retry(record["id"]))
         if new_id:
             st.success(f"Queued again as run #{new_id}")
+    if record["status"] in FINISHED:
+        delete(record, c3)
 
 
-def live(run_id: int, *parts: Callable[[dict[str, Any]], None]) -> None:
+def delete(record: dict[str, Any], column: Any) -> None:
+    """Delete, asked twice: its files and curves go for good (who deleted it stays in `lamp status`)."""
+    asked = f"run.delete.{record['id']}"
+    if column.button("Delete", key="run.delete"):
+        st.session_state[asked] = True
+    if st.session_state.get(asked):
+        st.warning(f"Delete run #{record['id']}: its files and curves go for good.")
+        if st.button(f"Yes, delete run #{record['id']}", type="primary", key="run.delete.confirm"):
+            st.session_state.pop(asked)
+            if queue_call(lambda: backend.delete(record["id"])):
+                st.switch_page(PAGES["runs"])
+
+
+def redraw(run_id: int, *parts: Callable[[dict[str, Any]], None]) -> None:
     """Draw sections of the page from the run's row as it is now (re-read each time the fragment runs)."""
     record = backend.load_run(run_id)
     for part in parts if record else ():
@@ -212,9 +234,9 @@ def main() -> None:
     if record is None:
         return
     every = REFRESH_SECONDS if record["status"] in ACTIVE else None
-    st.fragment(run_every=every)(live)(record["id"], header)
+    live(redraw, every)(record["id"], header)
     actions(record)
-    st.fragment(run_every=every)(live)(record["id"], results, curves)
+    live(redraw, every)(record["id"], results, curves)
     downloads(record)
     try_it(record)
     flat = flatten_config(record.get("config"))

@@ -13,7 +13,7 @@ import streamlit as st
 
 from app import backend, charts
 from app.tables import STATUS_BADGES, badge, run_label, runs_frame
-from app.ui import PAGES, describe, link_to_run, queue_call
+from app.ui import PAGES, describe, link_to_run, live, plain, queue_call
 from store.status import ACTIVE, RETRYABLE, RunStatus
 
 REFRESH_SECONDS = 2.0
@@ -83,7 +83,7 @@ def live_section(status_filter: list[str]) -> None:
 
 def show_failure(record: dict[str, Any]) -> None:
     if record["status"] == RunStatus.FAILED:
-        st.error(f"Run #{record['id']} failed: {record.get('error') or 'no reason recorded'}")
+        st.error(plain(f"Run #{record['id']} failed: {record.get('error') or 'no reason recorded'}"))
 
 
 def actions(records: list[dict[str, Any]]) -> None:
@@ -94,13 +94,17 @@ def actions(records: list[dict[str, Any]]) -> None:
         return
     record = by_id[run_id]
     show_failure(record)
+    allowed = backend.may_manage(record)
+    if not allowed:
+        st.caption(plain(f"Only its owner ({record.get('submitted_by') or 'nobody recorded'}) or an admin can "
+                         f"stop, cancel or retry run #{run_id}."))
     c1, c2, c3 = st.columns(3)
     stop_label = "Stop" if record["status"] == RunStatus.RUNNING else "Cancel"
-    if c1.button(stop_label, disabled=record["status"] not in ACTIVE, key="runs.cancel"):
+    if c1.button(stop_label, disabled=not allowed or record["status"] not in ACTIVE, key="runs.cancel"):
         outcome = queue_call(lambda: backend.cancel(run_id))
         if outcome:
             st.info(f"Run #{run_id}: {outcome}")
-    if c2.button("Retry", disabled=record["status"] not in RETRYABLE, key="runs.retry"):
+    if c2.button("Retry", disabled=not allowed or record["status"] not in RETRYABLE, key="runs.retry"):
         new_id = queue_call(lambda: backend.retry(run_id))
         if new_id:
             st.success(f"Run #{run_id} queued again as run #{new_id}")
@@ -123,14 +127,14 @@ def main() -> None:
         st.page_link(PAGES["launch"], label="Launch a run", icon=":material/rocket_launch:")
         return
     any_active = any(r["status"] in ACTIVE for r in records)
-    st.fragment(run_every=REFRESH_SECONDS if any_active else None)(live_section)(status_filter)
+    live(live_section, REFRESH_SECONDS if any_active else None)(status_filter)
     st.subheader("Act on a run")
     actions(records)
     failed = [r for r in records if r["status"] == RunStatus.FAILED]
     if failed:
         with st.expander(f"Failures ({len(failed)})"):
             for r in failed[:20]:
-                st.markdown(f"**{run_label(r)}** · {r.get('model')}")
+                st.markdown(f"**{plain(run_label(r))}** · {plain(r.get('model'))}")
                 st.code(r.get("error") or "no reason recorded", language=None)
 
 
