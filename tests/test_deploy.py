@@ -138,3 +138,13 @@ def test_env_example_documents_every_variable_and_holds_no_value():
     assert all(value == "" for value in documented.values())  # nothing secret is committed
     ignored = subprocess.run(["git", "check-ignore", ".env"], cwd=ROOT, capture_output=True, text=True)
     assert ignored.stdout.strip() == ".env"
+
+
+def test_an_optional_caddy_serves_the_dashboard_over_tls():
+    tls = SERVICES["tls"]
+    assert tls["image"].startswith("caddy:") and tls["profiles"] == ["tls"]  # only with --profile tls
+    command = tls["command"]
+    assert command[:2] == ["caddy", "reverse-proxy"] and command[command.index("--to") + 1] == "app:8501"
+    assert {"80:80", "443:443"} <= set(tls["ports"]) and any(v.endswith(":/data") for v in tls["volumes"])
+    lamp_env = COMPOSE["x-lamp"]["environment"]
+    assert {"LAMP_BEHIND_TLS", "LAMP_ALLOWED_EMAILS", "LAMP_ALLOWED_DOMAINS"} <= set(lamp_env)
