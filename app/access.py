@@ -236,7 +236,8 @@ def main(argv: list[str]) -> int:
     """`lamp passwd`: read a password (twice on a terminal, once from a pipe) and print the line for .env."""
     if argv[1:] in (["-h"], ["--help"]):
         print(f"usage: lamp passwd\n\nRead a password and print {HASH_ENV}=... (its scrypt hash) for the .env file "
-              "or the environment of `lamp up --host ADDRESS`. The password itself is not printed or stored.")
+              f"or the environment of `lamp up --host ADDRESS`: one person, who logs in as `{ONE_PERSON}`, an admin "
+              "(for several people, `lamp user add NAME`). The password itself is not printed or stored.")
         return 0
     if argv[1:]:
         print(f"lamp passwd: unexpected arguments {' '.join(argv[1:])} (see --help)", file=sys.stderr)
