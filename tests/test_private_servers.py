@@ -1,6 +1,7 @@
 """The test session's own Redis and PostgreSQL (conftest.py, private_servers.py): started with nothing configured,
 real servers, and gone with their folder when the session ends, however it ends: Ctrl-C (SIGINT), SIGTERM, or
-SIGKILL, which leaves the session no time at all (the reaper process cleans up then)."""
+SIGKILL, which leaves the session no time at all (the reaper process cleans up then). With LAMP_TEST_REDIS_URL
+and LAMP_TEST_POSTGRES_URL set, a session uses those servers and starts none."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import pytest
 import redis
-from private_servers import ServerGroup, running
+from private_servers import SKIP_WITH_EXISTING, ServerGroup, existing_servers_named, running
 from sqlalchemy import create_engine, text
 
 TESTS = Path(__file__).resolve().parent
+needs_private = pytest.mark.skipif(existing_servers_named(), reason=SKIP_WITH_EXISTING)
 # A session that gets its servers, says where they are, and waits to be interrupted.
 WAITING_TEST = '''
 import json, os, time
@@ -30,7 +32,39 @@ def test_wait(redis_url, postgres_url, server_group):
     time.sleep(120)
 '''
 
+# A session given existing servers: it uses them, and starts no server of its own.
+NAMED_TEST = '''
+import os
+from urllib.parse import urlsplit
 
+import psutil
+
+def test_named(redis_url, postgres_url, request):
+    assert "server_group" not in request.fixturenames
+    assert urlsplit(redis_url).netloc == urlsplit(os.environ["LAMP_TEST_REDIS_URL"]).netloc
+    assert urlsplit(postgres_url).netloc == urlsplit(os.environ["LAMP_TEST_POSTGRES_URL"]).netloc
+    assert psutil.Process().children(recursive=True) == []
+'''
+
+
+def child_session(folder: Path, test: str, **env: str) -> subprocess.Popen:
+    """A pytest session on one test file written into `folder`, with this repository's conftest."""
+    (folder / "test_child.py").write_text(test)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("LAMP_TEST_", "PYTEST_"))}
+    environment |= {"PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])), **env}
+    return subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider",
+                             "--rootdir", str(folder), "test_child.py"], cwd=folder, env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def test_a_session_given_existing_servers_uses_them_and_starts_none(tmp_path, redis_server, postgres_server):
+    session = child_session(tmp_path, NAMED_TEST, LAMP_TEST_REDIS_URL=redis_server,
+                            LAMP_TEST_POSTGRES_URL=postgres_server)
+    output = session.communicate(timeout=120)[0]
+    assert session.returncode == 0, output
+
+
+@needs_private
 def test_the_private_servers_are_real_and_answer_on_loopback():
     with ServerGroup() as group:
         postgres, server = group.postgres(), group.redis()
@@ -46,15 +80,11 @@ def test_the_private_servers_are_real_and_answer_on_loopback():
     assert not folder.exists()
 
 
+@needs_private
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["ctrl-c", "term", "kill"])
 def test_an_interrupted_session_leaves_no_server_and_no_folder(tmp_path, how):
-    (tmp_path / "test_waiting.py").write_text(WAITING_TEST)
     ready = tmp_path / "ready.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LAMP_TEST_", "PYTEST_"))}
-    env |= {"READY_FILE": str(ready), "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))}
-    session = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider",
-                                "--rootdir", str(tmp_path), "test_waiting.py"], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    session = child_session(tmp_path, WAITING_TEST, READY_FILE=str(ready))
     try:
         deadline = time.monotonic() + 120
         while not ready.exists():

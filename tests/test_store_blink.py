@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from private_servers import ServerGroup
+from private_servers import SKIP_WITH_EXISTING, ServerGroup, existing_servers_named
 from sqlalchemy import func, select
 
 from lamp_engine.config import RunConfig
@@ -32,7 +32,8 @@ DATA_DIR = (REPO_ROOT.parent / "shared" / "data").resolve()
 STEPS = 800  # long enough that the run still trains when the second outage starts, on a fast machine too
 DOWN_S = 3.0
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400),
+              pytest.mark.skipif(existing_servers_named(), reason=SKIP_WITH_EXISTING)]
 
 
 @pytest.fixture
