@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from lamp_common.errors import LampError
 from lamp_common.names import refuse_formula
@@ -84,7 +85,7 @@ def add_account(name: str, password_hash: PasswordHash | None, admin: bool) -> N
                             is_admin=admin))
 
 
-def _existing(session, name: str) -> Account:  # type: ignore[no-untyped-def]
+def _existing(session: Session, name: str) -> Account:
     account = session.get(Account, name)
     if account is None:
         raise AccountError(f"name: no account {name!r}; `lamp user list` shows them")
