@@ -13,6 +13,13 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+SELECTION_SPLITS = {"heldout": "held-out split", "validation": "⚑ reported set"}  # --select-on, as the views mark it
+
+
+def selected_on(config: dict[str, Any] | None) -> str:
+    """Which split picked a run's best evaluation (its config's data.select_on; runs before the option: held out)."""
+    return ((config or {}).get("data") or {}).get("select_on") or "heldout"
+
 
 class Outcome(StrEnum):
     """How the engine's training loop ended (the store maps it to a run status in one place)."""
@@ -59,6 +66,7 @@ class RunResult:
     prompt_init: str | None = None  # which vocabulary rows the initial prompt was drawn from (the rule)
     labels: list[str] | None = None  # the label words, when every example has the same ones (for `predict`)
     source_template: str | None = None  # "sentence: {text}" when the task has one text field
+    selected_on: str = "heldout"  # "validation": the best evaluation was picked on the reported set, as the paper
 
     def __post_init__(self) -> None:
         self.status = Outcome(self.status)

@@ -40,8 +40,8 @@ def add_protocol_argument(parser: argparse.ArgumentParser) -> None:
 def config_values(args: argparse.Namespace) -> dict[str, Any]:
     """The configuration fields given on the command line (flat names), over the --protocol's when one is named."""
     known = flat_fields()
-    protocol = PROTOCOLS[args.protocol].values if getattr(args, "protocol", None) else {}
-    return {**protocol, **{k: v for k, v in vars(args).items() if k in known}}
+    given = {k: v for k, v in vars(args).items() if k in known}
+    return PROTOCOLS[args.protocol].under(given) if getattr(args, "protocol", None) else given
 
 
 def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:

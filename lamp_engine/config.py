@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "fp32", "bf16")
+SWITCH = ("off", "on")
+SELECT_ON = ("heldout", "validation")  # validation: the set that is reported, as the paper selects
 CUSTOM_TASK = "custom"
 EPOCH = "epoch"
 
@@ -58,6 +60,7 @@ class Schedule:
     steps_per_epoch: int
     eval_interval: int  # 0: only at the end
     evaluations: int  # the last one included
+    warmup_steps: int = 0  # linear warm-up before the linear decay (--warmup-steps, or --warmup-ratio of the total)
 
 
 @dataclass
@@ -70,6 +73,11 @@ class TrainConfig:
     steps: int | None = described("optimizer steps (overrides --epochs)", None)
     epochs: float = described("passes over the training split when --steps is not given", 1.0)
     warmup_steps: int = described("linear warm-up steps before linear decay", 0)
+    warmup_ratio: float | None = described("linear warm-up over this fraction of the steps (DPT's code: 0.1); "
+                                           "instead of --warmup-steps", None)
+    backbone_dropout: str = described("the frozen model's dropout while training: off (measured default) or on "
+                                      "(as DPT's code trains T5); evaluation always runs without", "off",
+                                      choices=SWITCH)
     max_grad_norm: float = described("gradient clipping norm (0 disables)", 1.0)
     eval_every: int | str = described("evaluate on the selection split every N steps, or every epoch with "
                                       "'epoch', keeping the best state (0: once, at the end)", 0,
@@ -104,8 +112,12 @@ class TrainConfig:
             require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
         require(self.patience is None or self.eval_every != 0, "patience",
                 "early stopping needs evaluations on the way; add --eval-every N or --eval-every epoch")
+        if self.warmup_ratio is not None:
+            require(0 <= self.warmup_ratio < 1, "warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+            require(self.warmup_steps == 0, "warmup_ratio", "give --warmup-ratio or --warmup-steps, not both")
         one_of(self, "device", DEVICES)
         one_of(self, "dtype", DTYPES)
+        one_of(self, "backbone_dropout", SWITCH)
 
     def schedule(self, train_examples: int) -> Schedule:
         """The run's steps and evaluations for a training split of this size."""
@@ -113,7 +125,8 @@ class TrainConfig:
         total = self.steps or max(1, math.ceil(self.epochs * train_examples / self.batch_size))
         interval = per_epoch if self.eval_every == EPOCH else int(self.eval_every)
         on_the_way = (total - 1) // interval if interval else 0
-        return Schedule(total, per_epoch, interval, on_the_way + 1)
+        warmup = int(self.warmup_ratio * total) if self.warmup_ratio is not None else self.warmup_steps  # as DPT's
+        return Schedule(total, per_epoch, interval, on_the_way + 1, warmup)
 
 
 def custom_only(text: str, default: Any = None) -> Any:
@@ -127,9 +140,13 @@ class DataConfig:
 
     data_dir: str | None = described("folder holding the original task files (default: $LAMP_DATA_DIR, else "
                                       "../shared/data beside the checkout)", None)
-    k_shot: int | None = described("few-shot: K training examples in all, drawn at random (the paper's 8, 16, 32)",
+    k_shot: int | None = described("few-shot: K training examples in all (the paper's 8, 16, 32), balanced over "
+                                   "the classes as DePT's code: K // C of each, the rest to classes the seed picks",
                                    None)
     k_shot_per_class: bool = described("few-shot: K examples of each class instead of K in all", False)
+    select_on: str = described("which split picks the best evaluation: heldout (a split held out of training) or "
+                               "validation (the reported set, as the paper; the run is marked)", "heldout",
+                               choices=SELECT_ON)
     max_train_examples: int | None = described("cap on training examples", None)
     train_file: str | None = custom_only("CSV or JSONL file to train on")
     eval_file: str | None = custom_only("CSV or JSONL file to evaluate on (else split from train)")
@@ -144,6 +161,7 @@ class DataConfig:
                 positive(self, name)
         require(self.k_shot is not None or not self.k_shot_per_class, "k_shot_per_class",
                 "applies to few-shot runs only; give --k-shot K too")
+        one_of(self, "select_on", SELECT_ON)
 
     @classmethod
     def custom_fields(cls) -> tuple[str, ...]:
@@ -313,19 +331,35 @@ def expand_grid(values: dict[str, Any], grid: dict[str, list[Any]]) -> list[RunC
 
 @dataclass(frozen=True)
 class Protocol:
-    """A named set of training settings a run starts from (its own flags still override them)."""
+    """A named set of settings a run starts from (its own flags still override them): training and data fields
+    for every run, and settings of the methods that have them (e.g. LAMP's Q = S)."""
 
     name: str
     description: str
     values: dict[str, Any]
+    method_values: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def under(self, given: dict[str, Any]) -> dict[str, Any]:
+        """The flat values of a run that names `given` (flat fields, e.g. from flags) under this protocol: the
+        protocol's values for the run's method, overridden by `given`; a warm-up given in steps replaces the
+        protocol's warm-up ratio."""
+        base = {**self.values, **self.method_values.get(given.get("method", LampConfig.name), {})}
+        if "warmup_steps" in given:
+            base.pop("warmup_ratio", None)
+        return {**base, **given}
 
 
 PROTOCOLS: dict[str, Protocol] = {protocol.name: protocol for protocol in (
-    Protocol("paper", "the paper's training (section 4.1, appendix A.4): 100 epochs, AdamW lr 0.3, weight decay "
-             "1e-5, batch 16, source length 256, an evaluation every epoch keeping the best prompt. 0.3 was "
-             "tuned on T5; on the offline causal and encoder models it stays at chance, so pass --lr there",
+    Protocol("paper", "everything the paper states (section 3.3, appendix A.4): 100 epochs, AdamW lr 0.3, weight "
+             "decay 1e-5, batch 16, source length 256, l = 100, r = 8 and LAMP's Q = S; and, from DPT's code, "
+             "whose setup the paper follows: a linear warm-up over the first tenth of the steps, the frozen "
+             "model's dropout on, an evaluation every epoch keeping the best on the validation set that is "
+             "reported (the run is marked as so selected). Left open by the paper, our choices: the pool size p "
+             "(4), rank classification over label words, t-SNE for Figure 6. 0.3 was tuned on T5; on the offline "
+             "causal and encoder models it stays at chance, so pass --lr there",
              {"epochs": 100.0, "lr": 0.3, "weight_decay": 1e-5, "batch_size": 16, "max_source_length": 256,
-              "eval_every": EPOCH}),
+              "eval_every": EPOCH, "warmup_ratio": 0.1, "backbone_dropout": "on", "select_on": "validation"},
+             {"lamp": {"length": 100, "rank": 8, "q_init": "paper"}, "pt": {"length": 100}}),
 )}
 
 

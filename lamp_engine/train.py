@@ -120,7 +120,8 @@ def train(config: RunConfig, output_dir: str | Path, callbacks: Callbacks | None
         early_stop_step=progress.step if stopped_early else None, truncated_examples=splits.truncated,
         prompt_init=setup.prompt_init,
         examples={"train": len(splits.train), "select": len(splits.select), "test": len(splits.test)},
-        labels=fixed_labels(splits.train), source_template=text_template(task, config))
+        labels=fixed_labels(splits.train), source_template=text_template(task, config),
+        selected_on=config.data.select_on)
     write_run_folder(output_dir, result, setup, progress.initial_tokens, trainer_state(setup, progress, last_state))
     return result
 
@@ -161,7 +162,7 @@ def build_model_and_method(config: RunConfig, splits: Splits, check_loaded: bool
     head = [{"params": list(backbone.head.parameters()), "lr": lr}] if backbone.head else []
     optimizer = torch.optim.AdamW([*method.param_groups(lr), *head], lr=lr, weight_decay=t.weight_decay)
     schedule = t.schedule(len(encoded["train"]))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_schedule(t.warmup_steps,
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_schedule(schedule.warmup_steps,
                                                                                     schedule.total_steps))
     return Setup(backbone, method, optimizer, scheduler, lr, schedule, prompt_init, **encoded)
 
@@ -212,7 +213,8 @@ def fit(config: RunConfig, task: Task, splits: Splits, setup: Setup, progress: P
     order = batches(len(setup.train), t.batch_size, t.seed)
     for _ in range(progress.step):  # a resumed run sees the batches it would have seen
         next(order)
-    setup.method.train()
+    setup.backbone.model.train(t.backbone_dropout == "on")  # the frozen model's dropout, as --backbone-dropout says
+    setup.method.train()  # after the model: an adapter's own dropout follows the method's mode
     reset_peak_memory(setup.backbone.device)
     step_seconds, outcome = [], Outcome.COMPLETED
     while progress.step < total and not (t.patience and progress.stale >= t.patience):
@@ -276,7 +278,8 @@ def evaluate(backbone: Backbone, method: MethodModule, task: Task, examples: lis
 
     Batches are formed from examples of similar length (then put back in order), so little of a batch is padding.
     """
-    start, was_training = time.perf_counter(), method.training
+    start, was_training, model_was_training = time.perf_counter(), method.training, backbone.model.training
+    backbone.model.eval()  # no dropout while scoring, whatever --backbone-dropout says for training
     method.eval()  # an adapter's dropout, if any, is off while it is scored
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].source))
     predictions: list[str] = [""] * len(encoded)
@@ -285,6 +288,7 @@ def evaluate(backbone: Backbone, method: MethodModule, task: Task, examples: lis
             chunk = order[i:i + batch_size]
             for index, scores in zip(chunk, backbone.choice_scores(method, [encoded[j] for j in chunk]), strict=True):
                 predictions[index] = examples[index].choices[int(np.argmax(scores))]
+    backbone.model.train(model_was_training)
     method.train(was_training)
     seconds = time.perf_counter() - start
     return task.score(examples, predictions), len(examples) / max(seconds, 1e-9)

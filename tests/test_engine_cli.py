@@ -36,6 +36,11 @@ def lamp(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     (["--verbalizers", "0=a,1=b"], "lamp train: error: verbalizers: applies to the custom task only (--task custom"),
     (["--bottleneck", "10"], "lamp train: error: bottleneck: applies to dpt, residual only, not to lamp"),
     (["--method", "pt", "--q-init", "paper"], "lamp train: error: q_init: applies to lamp only, not to pt"),
+    (["--warmup-ratio", "0.1", "--warmup-steps", "5"],
+     "lamp train: error: warmup_ratio: give --warmup-ratio or --warmup-steps, not both"),
+    (["--warmup-ratio", "1.5"], "lamp train: error: warmup_ratio: must be in [0, 1), got 1.5"),
+    (["--backbone-dropout", "yes"], "lamp train: error: backbone_dropout: must be one of off, on, got 'yes'"),
+    (["--select-on", "test"], "lamp train: error: select_on: must be one of heldout, validation, got 'test'"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_folder(tmp_path, args, message):
     run = lamp("train", "--model", "tiny-t5", "--data-dir", str(DATA), "--output", str(tmp_path / "run"), *args,
@@ -113,3 +118,12 @@ def test_the_paper_protocol_sets_the_papers_training_and_flags_override_it():
     assert (config.train.epochs, config.train.lr, config.train.weight_decay, config.train.batch_size,
             config.train.max_source_length, config.train.eval_every, config.train.patience) == (
         3.0, 0.3, 1e-5, 16, 256, "epoch", 2)
+    assert (config.train.warmup_ratio, config.train.warmup_steps, config.train.backbone_dropout,
+            config.data.select_on) == (0.1, 0, "on", "validation")  # DPT's code, which the paper follows
+    assert (config.method.length, config.method.rank, config.method.q_init, config.method.pool) == (
+        100, 8, "paper", 4)  # Q = S as the paper writes it; p, which the paper leaves open, our default
+    assert config.train.schedule(1600).warmup_steps == 30  # a tenth of 3 epochs x 100 steps
+    pt = config_from_args(build_parser().parse_args(["--protocol", "paper", "--method", "pt"]))
+    assert pt.method.length == 100 and pt.data.select_on == "validation"  # LAMP's Q = S does not reach PT
+    steps = config_from_args(build_parser().parse_args(["--protocol", "paper", "--warmup-steps", "7"]))
+    assert (steps.train.warmup_steps, steps.train.warmup_ratio) == (7, None)  # a warm-up in steps replaces it

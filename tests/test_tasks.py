@@ -188,17 +188,35 @@ def test_k_shot_per_class_samples_k_of_each_class_reproducibly():
     assert get_task("cb").load(data(k_shot=4, k_shot_per_class=True), seed=2).train != splits.train
 
 
-def test_k_shot_samples_k_in_all_as_the_paper_and_keeps_multirc_questions_whole():
-    cb = get_task("cb").load(data(k_shot=16), seed=1)
-    assert len(cb.train) == len(cb.select) == 16 and len(cb.test) == 56
-    assert "16 in all, groups kept whole" in cb.policy["k_shot"]
-    assert get_task("cb").load(data(k_shot=16), seed=1).train == cb.train
+def test_k_shot_samples_k_in_all_balanced_over_the_classes_as_depts_code():
+    full = get_task("cb").load(data(), seed=1)
+    assert Counter(e.target for e in full.train) == {"contradiction": 107, "entailment": 104, "neutral": 14}
+    extra = set()
+    for seed in (1, 2, 3):  # neutral is 6 % of CB's training split; 16 = 3 x 5 + 1
+        cb = get_task("cb").load(data(k_shot=16), seed=seed)
+        counts = Counter(e.target for e in cb.train)
+        assert len(cb.train) == len(cb.select) == 16 and len(cb.test) == 56
+        assert sorted(counts.values()) == [5, 5, 6]  # K // C each, the one left over to a class the seed picks
+        extra.add(counts.most_common(1)[0][0])
+    assert extra == {"contradiction", "neutral"}  # seeds 1 and 3 gave it to contradiction, seed 2 to neutral
+    assert "16 in all, balanced over the classes (K // C each, the rest by the seed)" in cb.policy["k_shot"]
+    assert get_task("cb").load(data(k_shot=16), seed=3).train == cb.train
+    short = get_task("cb").load(data(k_shot=32), seed=1)  # a class that runs out leaves its share to the others
+    assert Counter(e.target for e in short.train) == {"contradiction": 11, "entailment": 11, "neutral": 10}
+    assert Counter(e.target for e in short.select) == {"contradiction": 12, "entailment": 11, "neutral": 2}
+
+
+@pytest.mark.parametrize("per_class", [False, True])
+def test_k_shot_keeps_multirc_questions_whole_in_both_modes(per_class):
     multirc = get_task("multirc")
     full = multirc.load(data(), seed=3)
-    shot = multirc.load(data(k_shot=16), seed=3)
-    assert len(shot.train) == 16
     answers = Counter(e.group for e in full.train + full.select)
-    assert all(answers[group] == count for group, count in Counter(e.group for e in shot.train).items())
+    shot = multirc.load(data(k_shot=16, k_shot_per_class=per_class), seed=3)
+    assert len(shot.train) == (32 if per_class else 16)  # whole questions filled the room exactly here
+    for split in (shot.train, shot.select):
+        assert all(answers[group] == count for group, count in Counter(e.group for e in split).items())
+    labels = Counter(e.target for e in shot.train)
+    assert abs(labels["true"] - labels["false"]) <= 4  # as balanced as whole questions allow
 
 
 def test_k_shot_without_classes_samples_k_in_all():

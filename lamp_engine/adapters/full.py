@@ -1,8 +1,9 @@
 """Full fine-tuning: every weight of the model trains (the reference point of the paper's Table 1).
 
 The model stays in evaluation mode (no dropout), as the frozen model does under every other method here, so
-the methods differ only in what trains. The run folder gets the whole model as safetensors (model/, loadable with
-`from_pretrained`), with its tokenizer, and the encoder's head apart.
+the methods differ only in what trains (`--backbone-dropout on` trains every method with the model's dropout).
+The run folder gets the whole model as safetensors (model/, loadable with `from_pretrained`), with its
+tokenizer, and the encoder's head apart.
 """
 
 from __future__ import annotations

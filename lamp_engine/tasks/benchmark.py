@@ -7,6 +7,7 @@ in words in `Splits.policy`, so every run states which file trained, which selec
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -162,19 +163,17 @@ def build_splits(task: RowTask, plan: Plan, data: DataConfig, seed: int) -> Spli
         train, test = hold_out(train, seed + 1)
         test_note = f"held out of {plan.train.name} (seed {seed + 1})"
         train_note += " less the test hold-out"
-    if plan.select:
+    on_reported_set = data.select_on == "validation"
+    if on_reported_set:  # as the paper selects: the best evaluation on the set that is reported
+        select, select_note = test, f"{test_note}, the reported set itself (--select-on validation, as the paper)"
+    elif plan.select:
         select, select_note = task.render_rows(plan.select.read()), plan.select.name
     else:
         train, select = hold_out(train, seed)
         select_note = f"held out of {plan.train.name} (seed {seed})"
         train_note += " less the selection hold-out"
     if data.k_shot:
-        per_class = data.k_shot_per_class and task.labels is not None
-        sample = sample_per_class if per_class else sample_in_total
-        train, select = sample(train, data.k_shot, seed), sample(select, data.k_shot, seed + 1)
-        unit = "of each class" if per_class else "in all, groups kept whole"
-        policy["k_shot"] = (f"{data.k_shot} {unit} for train and for select, sampled with seeds {seed} and "
-                            f"{seed + 1}; test in full")
+        train, select, policy["k_shot"] = few_shot(task, data, train, select, seed, sample_select=not on_reported_set)
     if data.max_train_examples:
         train = cap(train, data.max_train_examples, seed)
         policy["max_train_examples"] = str(data.max_train_examples)
@@ -186,6 +185,26 @@ def build_splits(task: RowTask, plan: Plan, data: DataConfig, seed: int) -> Spli
     policy.update(train=f"{train_note} ({len(train)} examples)", select=f"{select_note} ({len(select)} examples)",
                   test=f"{test_note} ({len(test)} examples)")
     return Splits(train, select, test, policy)
+
+
+def few_shot(task: RowTask, data: DataConfig, train: list[Example], select: list[Example], seed: int,
+             sample_select: bool) -> tuple[list[Example], list[Example], str]:
+    """(train, select, the policy in words): K in all balanced over the classes where the task has fixed ones, or K
+    of each class; groups kept whole. The selection split is sampled to the same size unless it is the reported
+    set."""
+    classes = task.labels is not None
+    per_class = data.k_shot_per_class and classes
+    if per_class:
+        sample, unit = sample_per_class, "of each class, groups kept whole"
+    else:
+        sample = functools.partial(sample_in_total, balanced=classes)
+        unit = "in all, " + ("balanced over the classes (K // C each, the rest by the seed), " if classes else "") \
+            + "groups kept whole"
+    train = sample(train, data.k_shot, seed)
+    if not sample_select:
+        return train, select, f"{data.k_shot} {unit} for train, sampled with seed {seed}; select and test in full"
+    return train, sample(select, data.k_shot, seed + 1), (
+        f"{data.k_shot} {unit} for train and for select, sampled with seeds {seed} and {seed + 1}; test in full")
 
 
 class FieldView(Mapping):
