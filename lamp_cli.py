@@ -20,12 +20,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "runs": ("worker.cli", "list runs"),
     "cancel": ("worker.cli", "cancel a queued run or stop a running one"),
     "retry": ("worker.cli", "queue a failed or cancelled run again"),
+    "delete": ("worker.cli", "delete a finished run's files (its record stays)"),
     "export": ("worker.cli", "copy a run's prompt files to a folder"),
     "worker": ("worker.cli", "start a worker"),
     "migrate": ("store.cli", "upgrade the store's schema to the newest revision"),
     "up": ("app.launcher", "start Redis, the store, a worker and the dashboard"),
     "passwd": ("app.access", "print the hash of a dashboard password, for LAMP_PASSWORD_HASH"),
+    "user": ("store.account_cli", "add, list, remove accounts of the dashboard, or change a password"),
     "bench": ("bench.cli", "run the benchmarks"),
+    "figure6": ("app.figure6", "write the paper's Figure 6 (PT's vs LAMP's prompt tokens) to a PNG or SVG"),
 }
 
 

@@ -36,12 +36,15 @@ def default_data_dir() -> str:
 
 @dataclass(frozen=True)
 class Preset:
-    """Form values a preset sets (flat config fields); `grid` (flat field -> values) makes it a sweep."""
+    """Form values a preset sets (flat config fields); `grid` (flat field -> values) makes it a sweep;
+    `method_values` (method -> its own fields) set a method's settings whichever method the form shows (a
+    protocol's LAMP Q = S)."""
 
     name: str
     description: str
     values: dict[str, Any]
     grid: dict[str, list[Any]] = field(default_factory=dict)
+    method_values: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 PAPER_TRAINING = {"batch_size": 16, "weight_decay": 1e-5, "max_source_length": 256}
@@ -67,7 +70,8 @@ PRESETS: tuple[Preset, ...] = (
     Preset("Residual PT (Razdaibiedina et al., 2023)", "l = 100 through a shared MLP with bottleneck 400 "
            "(the paper's 462K / 693K / 925K)", {**PAPER_TRAINING, "method": "residual", "length": 100,
                                                 "bottleneck": 400}),
-    Preset("paper protocol (training only)", PROTOCOLS["paper"].description, PROTOCOLS["paper"].values),
+    Preset("paper protocol (training only)", PROTOCOLS["paper"].description, PROTOCOLS["paper"].values,
+           method_values=PROTOCOLS["paper"].method_values),
     Preset("rank sweep 4-20", "LAMP at r = 4, 8, 12, 16, 20 (paper Figure 4)", LAMP_BALANCED,
            {"rank": [4, 8, 12, 16, 20]}),
     Preset("length sweep 20/100/200", "LAMP at l = 20, 100, 200", LAMP_BALANCED, {"length": [20, 100, 200]}),

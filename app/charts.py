@@ -57,6 +57,25 @@ def joint_dispersion_chart(points: pd.DataFrame, projection: str) -> alt.Chart:
     )
 
 
+def figure6_chart(points: pd.DataFrame, projection: str, colours: dict[str, str]) -> alt.Chart:
+    """The paper's Figure 6 as the paper draws it: two sets of prompt tokens in one projection, coloured as
+    `colours` maps each set's label (PT's "before" in blue, LAMP's "after" in red), on shared axes."""
+    name = {"pca": "PCA", "tsne": "t-SNE"}[projection]
+    return (
+        alt.Chart(points, title=f"prompt tokens after training, one {name} fit over both runs")
+        .mark_point(size=60, opacity=0.8, filled=True)
+        .encode(
+            x=alt.X("x:Q", title=f"{name} 1", scale=alt.Scale(zero=False)),
+            y=alt.Y("y:Q", title=f"{name} 2", scale=alt.Scale(zero=False)),
+            color=alt.Color("run:N", title=None, sort=list(colours),
+                            scale=alt.Scale(domain=list(colours), range=list(colours.values())),
+                            legend=alt.Legend(orient="top")),
+            tooltip=["run:N", "token:Q", alt.Tooltip("x:Q", format=".3f"), alt.Tooltip("y:Q", format=".3f")],
+        )
+        .properties(height=460)
+    )
+
+
 def ratio_chart(ratios: pd.DataFrame) -> alt.Chart:
     """Relative change of each cost figure to the reference run (negative = cheaper), grouped by quantity."""
     return (

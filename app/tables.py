@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from lamp_common.result import RunResult
+from lamp_common.result import SELECTION_SPLITS, RunResult, selected_on
 from store.status import RunStatus
 
 # Symbols from ordinary text fonts (not emoji), so the badges show in any browser, Debian's Chromium included.
@@ -39,6 +39,11 @@ def run_label(record: dict[str, Any]) -> str:
     return f"#{record['id']} {record.get('method') or '?'} · {record.get('task') or '?'}"
 
 
+def selection_badge(record: dict[str, Any]) -> str:
+    """Which split picked the run's best evaluation; '⚑ reported set' marks a run selected as the paper selects."""
+    return SELECTION_SPLITS.get(selected_on(record.get("config")), "?")
+
+
 def _round(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(float(value), digits)
 
@@ -54,6 +59,7 @@ def runs_frame(records: list[dict[str, Any]], positions: dict[int, int] | None =
         "task": r.get("task"),
         "metric": r.get("main_metric"),
         "value": _round(r.get("main_metric_value")),
+        "selected on": selection_badge(r),
         "trainable params": r.get("trainable_params"),
         "prompt tokens": r.get("prompt_tokens"),
         "peak memory (MB)": _round(r.get("peak_memory_mb"), 1),
@@ -61,7 +67,7 @@ def runs_frame(records: list[dict[str, Any]], positions: dict[int, int] | None =
         "progress": float(r.get("progress") or 0.0),
         "queue": positions.get(r["id"]),
     } for r in records]
-    return pd.DataFrame(rows, columns=["id", "status", "method", "model", "task", "metric", "value",
+    return pd.DataFrame(rows, columns=["id", "status", "method", "model", "task", "metric", "value", "selected on",
                                        "trainable params", "prompt tokens", "peak memory (MB)", "train time (s)",
                                        "progress", "queue"])
 
@@ -126,6 +132,7 @@ def compare_table(records: list[dict[str, Any]], reference_id: int) -> pd.DataFr
     for name in metric_names:
         ref_value = (reference.get("metrics") or {}).get(name)
         rows[name] = [_metric_cell((r.get("metrics") or {}).get(name), ref_value, r is reference) for r in records]
+    rows["selected on"] = [selection_badge(r) for r in records]
     for label, key in RESOURCES:
         rows[label] = [_resource_cell(r.get(key), reference.get(key), r is reference) for r in records]
     columns = [run_label(r) + (" (reference)" if r is reference else "") for r in records]

@@ -7,6 +7,7 @@ the actions, on what reached the store and the RQ queue.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from redis import Redis
 from safetensors.numpy import save_file
 from streamlit.testing.v1 import AppTest
 
+from app.ui import plain
 from store.db import dispose, session_scope
 from store.files import fetch_upload
 from store.models import MetricPoint, Run
@@ -236,9 +238,13 @@ def test_launch_shows_the_optimizer_steps_and_evaluations_before_launch(store, r
     assert (metric_values(at)["optimizer steps"], metric_values(at)["evaluations"]) == ("402", "1")
     at.selectbox(key="launch.preset").set_value("paper protocol (training only)").run()
     assert at.selectbox(key="launch.method").value == "lamp"  # a training preset keeps the method
-    assert (metric_values(at)["optimizer steps"], metric_values(at)["evaluations"]) == ("40,125", "100")
+    assert at.selectbox(key="launch.lamp.q_init").value == "paper"  # and sets LAMP's Q = S, as the paper
+    assert (at.selectbox(key="launch.select_on").value, at.selectbox(key="launch.backbone_dropout").value,
+            at.number_input(key="launch.warmup_ratio").value) == ("validation", "on", 0.1)
+    # selected on the reported set, as the paper: all 6,920 sentences train, 100 x 6,920 / 16 steps
+    assert (metric_values(at)["optimizer steps"], metric_values(at)["evaluations"]) == ("43,250", "100")
     at.number_input(key="launch.epochs").set_value(3.0).run()
-    assert (metric_values(at)["optimizer steps"], metric_values(at)["evaluations"]) == ("1,204", "3")
+    assert (metric_values(at)["optimizer steps"], metric_values(at)["evaluations"]) == ("1,298", "3")
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
@@ -367,8 +373,32 @@ def test_compare_asks_for_two_runs_and_keeps_the_selection_in_the_url(store, red
 # --- Dispersion --------------------------------------------------------------------------------------------
 
 
+def test_dispersion_opens_on_figure_6_pt_blue_against_lamp_red_in_one_t_sne(store, redis_db):
+    at = open_page("dispersion")  # the newest PT and LAMP runs of one model and task: #pt and #lamp2 on SST-2
+    assert at.radio(key="dispersion.mode").value == "PT vs LAMP (the paper's Figure 6)"
+    assert (at.selectbox(key="dispersion.fig6.pt").value, at.selectbox(key="dispersion.fig6.lamp").value) == (
+        store["pt"], store["lamp2"])
+    chart = at.get("vega_lite_chart")[0].proto
+    spec = json.loads(chart.spec)
+    assert spec["encoding"]["x"]["title"] == "t-SNE 1"
+    assert spec["encoding"]["color"]["scale"] == {"domain": ["before: PT", "after: LAMP"],
+                                                  "range": ["#1f77b4", "#d62728"]}
+    (dataset,) = chart.datasets
+    rows = pyarrow.ipc.open_stream(dataset.data.data).read_all().to_pylist()
+    assert Counter(row["run"] for row in rows) == {"before: PT": 10, "after: LAMP": 10}  # each run's 10 tokens
+    assert (f"tiny-t5 / sst2, after training: PT run #{store['pt']}'s 10 prompt tokens (blue, before) and LAMP run "
+            f"#{store['lamp2']}'s 10 tokens of the pooled prompt P' (what the model reads) (red, after), one t-SNE "
+            "fit over both.") in texts(at)
+    at.selectbox(key="dispersion.fig6.lamp").set_value(store["lamp1"]).run()
+    at.radio(key="dispersion.fig6.projection").set_value("PCA (keeps distances' scale)").run()
+    assert json.loads(at.get("vega_lite_chart")[0].proto.spec)["encoding"]["x"]["title"] == "PCA 1"
+    assert f"LAMP run #{store['lamp1']}'s 10 tokens" in texts(at) and "one PCA fit over both" in texts(at)
+    at.radio(key="dispersion.mode").set_value("before vs after training").run()
+    assert at.multiselect(key="dispersion.runs").value == [store["pt"], store["lamp2"]]
+
+
 def test_dispersion_projects_pt_and_lamp_into_one_space(store, redis_db):
-    at = open_page("dispersion")
+    at = open_page("dispersion", mode="training")
     assert at.multiselect(key="dispersion.runs").value == [store["pt"], store["lamp2"]]
     (chart,) = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")][:1]
     assert "facet" not in chart and chart["encoding"]["x"]["title"] == "PCA 1"  # one picture, shared axes
@@ -415,7 +445,8 @@ def test_run_page_says_which_evaluation_was_kept_and_that_patience_ended_the_run
 
 def test_run_page_of_a_failed_run_shows_why_and_retries(store, redis_db):
     at = open_page("run", id=str(store["failed"]))
-    assert at.error[0].value == "Failed: TrainingDiverged: the loss became NaN at step 3; lower the learning rate"
+    reason = "Failed: TrainingDiverged: the loss became NaN at step 3; lower the learning rate"
+    assert at.error[0].value == plain(reason)  # the run's error, shown as text
     assert not at.get("download_button")
     at.button(key="run.retry").click().run()
     assert stored_runs()[-1].parent_id == store["failed"] and queue_length(redis_db) == 1

@@ -96,6 +96,20 @@ def test_runs_frame_badges_and_queue_positions():
     assert frame["queue"].tolist()[0] == 3
 
 
+def test_runs_selected_on_the_reported_set_are_marked_and_never_grouped_with_held_out_ones():
+    paper = [record(i, "lamp", seed=i) for i in (1, 2)]
+    held = [record(i, "lamp", seed=i - 2) for i in (3, 4)]
+    for r in paper:
+        r["config"]["data"] = {"select_on": "validation"}
+    held[1]["config"]["data"] = {"select_on": "heldout"}  # the default, as written by this release
+    assert tables.runs_frame(paper + held)["selected on"].tolist() == ["⚑ reported set", "⚑ reported set",
+                                                                      "held-out split", "held-out split"]
+    compared = tables.compare_table([held[0], paper[0]], reference_id=3)
+    assert compared.loc["selected on"].tolist() == ["held-out split", "⚑ reported set"]
+    held[0]["config"]["data"] = {"select_on": "heldout"}
+    assert list(tables.seed_summary(paper + held).index) == ["lamp (select_on=heldout)", "lamp (select_on=validation)"]
+
+
 @pytest.mark.parametrize(("text", "expected"), [("4, 8,12", [4, 8, 12]), ("20", [20]), (" 1 ,2 ,", [1, 2])])
 def test_parse_list(text, expected):
     assert forms.parse_list("rank", text) == expected

@@ -52,7 +52,9 @@ def main() -> None:
     reference = choose_reference(selected, by_id)
 
     st.subheader("Results and costs")
-    st.caption("Metrics: value (difference in points to the reference). Costs: value (change to the reference).")
+    st.caption("Metrics: value (difference in points to the reference). Costs: value (change to the reference). "
+               "'⚑ reported set': the run's best evaluation was picked on the set it reports (--select-on "
+               "validation, as the paper), not on a held-out split.")
     st.dataframe(compare_table(records, reference), width="stretch")
     ratios = ratio_frame(records, reference)
     if not ratios.empty:

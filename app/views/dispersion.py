@@ -1,6 +1,8 @@
-"""Dispersion: the paper's Figure 6. The prompt tokens of every selected run are projected together (one PCA or
-one t-SNE fit, shared axes), so the runs' spreads compare on one picture; before or after training, and for LAMP
-the pooled prompt the model reads or the unpooled C. The figures beside it are measured in the model's own space.
+"""Dispersion, in two pictures. "PT vs LAMP" is the paper's Figure 6: a PT run's and a LAMP run's trained prompt
+tokens on one model and task, one t-SNE fit (PCA a choice), PT blue ("before"), LAMP red ("after"); the page opens
+on it when such a pair exists. "Before vs after training" projects the tokens of any selected runs before and/or
+after training together. For LAMP, the pooled prompt the model reads or the unpooled C; the figures below the
+pictures are measured in the model's own space.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import pandas as pd
 import streamlit as st
 from safetensors.numpy import load as load_tensors
 
-from app import backend, charts, projection
+from app import backend, charts, figure6, projection
 from app.tables import dispersion_figures, run_label
-from app.ui import pick_runs
+from app.ui import describe, ids_from_query, pick_runs
 from lamp_engine.methods import METHODS, MethodFamily
 from store.status import WITH_PROMPT, RunStatus
 
+MODES = {"PT vs LAMP (the paper's Figure 6)": "figure6", "before vs after training": "training"}
 PROJECTIONS = {"PCA (keeps distances' scale)": "pca", "t-SNE (keeps neighbourhoods)": "tsne"}
 PHASES = {"after training": ("after",), "before training": ("before",), "before and after": ("before", "after")}
 TOKENS = {"P' (pooled: what the model reads)": "prompt", "C (unpooled: l tokens)": "unpooled"}
@@ -29,7 +32,7 @@ def has_prompt_tokens(record: dict[str, Any]) -> bool:
 
 
 def default_pick(records: list[dict[str, Any]]) -> list[int]:
-    """The newest finished run of each of PT and LAMP, so the page opens on the paper's comparison."""
+    """The newest finished run of each of PT and LAMP, the before-and-after-training picture's first runs."""
     picks = []
     for method in ("pt", "lamp"):
         newest = next((r["id"] for r in records
@@ -63,16 +66,76 @@ def joint_points(run_ids: tuple[int, ...], phases: tuple[str, ...], tokens: str,
     return projection.project_jointly(sets, method), missing
 
 
-def main() -> None:
-    st.title("Dispersion of prompt tokens")
-    finished = backend.load_runs(status=WITH_PROMPT)
-    with_tokens = [r for r in finished if has_prompt_tokens(r)]
-    without = sorted({r["method"] for r in finished if not has_prompt_tokens(r)})
-    if without:
-        st.caption(f"Not offered: {', '.join(without)} runs have no prompt tokens, so dispersion does not apply.")
-    if not with_tokens:
-        st.info("No finished prompt runs yet: dispersion is measured when a run ends.")
+def choose_mode(pair: tuple[int, int] | None) -> str:
+    """Figure 6 when a PT and a LAMP run of one model and task exist, unless the address names the mode (?mode=)
+    or runs to project (?runs=, a shared before-and-after link)."""
+    wanted = st.query_params.get("mode") or ("training" if ids_from_query("runs") or not pair else "figure6")
+    labels = list(MODES)
+    index = next((i for i, label in enumerate(labels) if MODES[label] == wanted), 0)
+    return MODES[st.radio("picture", labels, index=index, key="dispersion.mode", horizontal=True)]
+
+
+def show_model_space_figures(finished: list[dict[str, Any]], ids: list[int], tokens: str) -> None:
+    figures = [(r, data) for r in finished if r["id"] in ids
+               for data in [backend.read_run_json(r, "dispersion.json")] if data]
+    if figures:
+        st.subheader("Dispersion figures in the model's space")
+        st.caption("Mean pairwise distance and covariance trace of the tokens, before and after training.")
+        table = dispersion_figures(figures, tokens)
+        st.dataframe(table, hide_index=True, width="stretch")
+        st.altair_chart(charts.dispersion_figure_chart(table), width="stretch")
+
+
+@st.cache_data(max_entries=32, show_spinner="projecting PT's and LAMP's tokens together…")
+def figure6_picture(pt_id: int, lamp_id: int, tokens: str, method: str) -> tuple[pd.DataFrame, str] | None:
+    """Figure 6's points and caption, cached (a t-SNE fit takes seconds); None when a run kept no tokens."""
+    sides = {}
+    for record in backend.load_runs(ids=[pt_id, lamp_id]):
+        data = backend.read_run_bytes(record, "tokens.safetensors")
+        if data is None:
+            return None
+        sides[record["method"]] = figure6.Side(record, load_tensors(data))
+    pt, lamp = sides["pt"], sides["lamp"]
+    return figure6.points(pt, lamp, tokens, method), figure6.caption(pt, lamp, tokens, method)
+
+
+def show_figure6(records: list[dict[str, Any]], finished: list[dict[str, Any]], pair: tuple[int, int] | None) -> None:
+    """PT (blue, before) vs LAMP (red, after) on one model and task, as the paper's Figure 6."""
+    pts = [r for r in records if r.get("method") == "pt" and r["status"] == RunStatus.SUCCEEDED]
+    if not pair:
+        st.info("Figure 6 needs a finished PT run and a finished LAMP run of one model and task.")
         return
+    by_id = {r["id"]: r for r in records}
+    c1, c2 = st.columns(2)
+    pt_ids = [r["id"] for r in pts]
+    pt_id = c1.selectbox("PT run (blue, before)", pt_ids, index=pt_ids.index(pair[0]), key="dispersion.fig6.pt",
+                         format_func=lambda i: describe(by_id[i]))
+    lamp_ids = [r["id"] for r in figure6.partners(records, by_id[pt_id])]
+    if not lamp_ids:
+        st.info(f"No finished LAMP run on {by_id[pt_id].get('model')} / {by_id[pt_id].get('task')}: pick another "
+                "PT run.")
+        return
+    lamp_id = c2.selectbox("LAMP run of the same model and task (red, after)", lamp_ids,
+                           index=lamp_ids.index(pair[1]) if pair[1] in lamp_ids else 0, key="dispersion.fig6.lamp",
+                           format_func=lambda i: describe(by_id[i]))
+    c1, c2 = st.columns(2)
+    method = PROJECTIONS[c1.radio("projection", list(PROJECTIONS), index=1, key="dispersion.fig6.projection",
+                                  help="t-SNE, as the paper's Figure 1; PCA keeps distances' scale")]
+    tokens = TOKENS[c2.radio("LAMP's tokens", list(TOKENS), key="dispersion.fig6.tokens")]
+    picture = figure6_picture(pt_id, lamp_id, tokens, method)
+    if picture is None:
+        st.warning("One of the runs kept no token matrices (trained before they were kept, or still writing its "
+                   "files).")
+        return
+    points, caption = picture
+    st.altair_chart(charts.figure6_chart(points, method, figure6.COLOURS).interactive(), width="stretch")
+    st.caption(caption)
+    st.dataframe(projection.spread(points), hide_index=True)
+    show_model_space_figures(finished, [pt_id, lamp_id], tokens)
+
+
+def show_training(with_tokens: list[dict[str, Any]], finished: list[dict[str, Any]]) -> None:
+    """The tokens of any selected runs, before and/or after training, in one projection."""
     selected = pick_runs("runs", with_tokens, "runs", default=default_pick(with_tokens), key="dispersion.runs")
     c1, c2, c3 = st.columns(3)
     method = PROJECTIONS[c1.radio("projection", list(PROJECTIONS), key="dispersion.projection")]
@@ -94,14 +157,23 @@ def main() -> None:
         st.altair_chart(charts.joint_dispersion_chart(points, method), width="stretch")
         st.caption("Spread in the picture (mean pairwise distance of the projected points):")
         st.dataframe(projection.spread(points), hide_index=True)
-    figures = [(r, data) for r in finished if r["id"] in selected
-               for data in [backend.read_run_json(r, "dispersion.json")] if data]
-    if figures:
-        st.subheader("Dispersion figures in the model's space")
-        st.caption("Mean pairwise distance and covariance trace of the tokens, before and after training.")
-        table = dispersion_figures(figures, tokens)
-        st.dataframe(table, hide_index=True, width="stretch")
-        st.altair_chart(charts.dispersion_figure_chart(table), width="stretch")
+    show_model_space_figures(finished, selected, tokens)
 
+
+def main() -> None:
+    st.title("Dispersion of prompt tokens")
+    finished = backend.load_runs(status=WITH_PROMPT)
+    with_tokens = [r for r in finished if has_prompt_tokens(r)]
+    without = sorted({r["method"] for r in finished if not has_prompt_tokens(r)})
+    if without:
+        st.caption(f"Not offered: {', '.join(without)} runs have no prompt tokens, so dispersion does not apply.")
+    if not with_tokens:
+        st.info("No finished prompt runs yet: dispersion is measured when a run ends.")
+        return
+    pair = figure6.newest_pair(with_tokens)
+    if choose_mode(pair) == "figure6":
+        show_figure6(with_tokens, finished, pair)
+    else:
+        show_training(with_tokens, finished)
 
 main()

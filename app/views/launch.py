@@ -18,7 +18,7 @@ from app import backend, catalog, forms
 from app.forms import LaunchRequest, parse_list, preview_rows
 from app.ui import PAGES, queue_call
 from lamp_engine.aliases import ALIASES, ModelShape
-from lamp_engine.config import DEVICES, DTYPES, ConfigError, RunConfig
+from lamp_engine.config import DEVICES, DTYPES, SELECT_ON, SWITCH, ConfigError, RunConfig
 from lamp_engine.methods import METHODS
 from lamp_engine.methods import method_fields as all_method_fields
 
@@ -28,7 +28,8 @@ SWEEP_TEXT = {"length": "lengths l", "rank": "ranks r", "pool": "pool sizes p"}
 DEFAULTS: dict[str, Any] = {
     "mode": "one run", "model_choice": catalog.DEFAULT_MODEL, "task_choice": "sst2", "method": "lamp", "lr": None,
     "batch_size": 16, "steps": None, "epochs": 1.0, "seeds": "42", "k_shot": None, "k_shot_per_class": False,
-    "eval_every": "0", "patience": None, "device": "auto",
+    "eval_every": "0", "patience": None, "device": "auto", "warmup_ratio": None, "backbone_dropout": "off",
+    "select_on": "heldout",
     "dtype": "auto", "load_4bit": False, "max_eval_examples": None, "weight_decay": 1e-5, "max_source_length": 256,
     "sweep.method": [], "sweep.task": [], "sweep.length": "", "sweep.rank": "", "sweep.pool": "", "name": "",
 }
@@ -59,6 +60,9 @@ def apply_preset() -> None:
     for field, value in preset.values.items():
         st.session_state[method_key(method, field) if field in own else K + field] = str(value) \
             if field == "eval_every" else value
+    for owner, settings in preset.method_values.items():
+        for field, value in settings.items():
+            st.session_state[method_key(owner, field)] = value
     if "method" not in preset.values:
         return
     for field in ("length", "rank", "pool"):
@@ -213,6 +217,13 @@ def build_request(mode: str) -> LaunchRequest:
         c1, c2 = st.columns(2)
         values["weight_decay"] = c1.number_input("weight decay", step=1e-5, format="%g", key=K + "weight_decay")
         values["max_source_length"] = c2.number_input("max source length", step=1, key=K + "max_source_length")
+        c1, c2, c3 = st.columns(3)
+        values["warmup_ratio"] = c1.number_input("warm-up (fraction of the steps; empty: none)", value=None,
+                                                 step=0.05, format="%g", key=K + "warmup_ratio")
+        values["backbone_dropout"] = c2.selectbox("frozen model's dropout while training", SWITCH,
+                                                  key=K + "backbone_dropout", help="evaluation always runs without")
+        values["select_on"] = c3.selectbox("select the best evaluation on", SELECT_ON, key=K + "select_on",
+                                           help="validation: the reported set, as the paper (the run is marked)")
     grid = sweep_grid(values) if mode == "sweep" else {}
     if "method" in grid:  # the settings shown are the chosen method's: send those the swept methods have
         swept = [METHODS[m] for m in grid["method"]]
