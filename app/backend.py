@@ -171,7 +171,7 @@ def delete(run_id: int) -> bool:
 
 
 def ask_prediction(run_id: int, text: str) -> str:
-    return _queue_call("submit_prediction", run_id, text)
+    return _queue_call("submit_prediction", run_id, text, requested_by=submitter())
 
 
 def prediction(job_id: str) -> dict[str, Any] | None:

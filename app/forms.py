@@ -15,6 +15,7 @@ from typing import Any
 from lamp_common.errors import LampError
 from lamp_engine.aliases import ModelShape
 from lamp_engine.config import ConfigError, RunConfig, expand_grid
+from store.settings import max_sweep_runs
 
 
 def parse_list(name: str, text: str, kind: type = int) -> list[Any]:
@@ -49,7 +50,7 @@ class LaunchRequest:
     @cached_property
     def configs(self) -> list[RunConfig]:
         """Every run of the request, validated once; raises the engine's ConfigError for the first invalid one."""
-        configs = expand_grid(self.values, self.grid)
+        configs = expand_grid(self.values, self.grid, limit=max_sweep_runs())
         if self.shape:
             for config in configs:
                 config.method.check_model(self.shape)

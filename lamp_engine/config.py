@@ -311,14 +311,27 @@ def flat_fields() -> dict[str, FlatField]:
     return out
 
 
-def expand_grid(values: dict[str, Any], grid: dict[str, list[Any]]) -> list[RunConfig]:
-    """Every combination of the grid's values over the flat `values`, each one validated.
-
-    A method setting reaches the runs whose method has it; one that no run's method has is refused.
-    """
+def grid_size(grid: dict[str, list[Any]], limit: int | None = None) -> int:
+    """How many runs the grid makes, counted from its lengths without expanding it; a ConfigError when that is
+    over `limit`, so a huge grid costs nothing before it is refused."""
     for key, choices in grid.items():
         if not isinstance(choices, (list, tuple)) or not choices:
             raise ConfigError(f"{key}: a grid field needs a non-empty list of values, got {choices!r}")
+    size = math.prod(len(choices) for choices in grid.values())
+    if limit is not None and size > limit:
+        shape = " x ".join(f"{len(choices)} {key}" for key, choices in grid.items())
+        raise ConfigError(f"sweep: {shape} makes {size:,} runs, over the limit of {limit:,}; "
+                          "give fewer values (or raise LAMP_MAX_SWEEP_RUNS)")
+    return size
+
+
+def expand_grid(values: dict[str, Any], grid: dict[str, list[Any]], limit: int | None = None) -> list[RunConfig]:
+    """Every combination of the grid's values over the flat `values`, each one validated; a grid of more than
+    `limit` runs is refused before any is built.
+
+    A method setting reaches the runs whose method has it; one that no run's method has is refused.
+    """
+    grid_size(grid, limit)
     keys = list(grid)
     configs = [RunConfig.from_flat({**values, **dict(zip(keys, combo, strict=True))}, other_methods_fields="drop")
                for combo in itertools.product(*(grid[key] for key in keys))]

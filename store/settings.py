@@ -40,6 +40,23 @@ def stored_file_limit() -> int:
     return int(env_number("LAMP_MAX_STORED_FILE_MB", 256) * MB)
 
 
+def max_sweep_runs() -> int:
+    """Runs one sweep may queue; a larger grid is refused before it is expanded (LAMP_MAX_SWEEP_RUNS)."""
+    return int(env_number("LAMP_MAX_SWEEP_RUNS", 500, minimum=1))
+
+
+def queue_quota() -> int:
+    """Queued runs one person may have waiting at once, so one person's sweep cannot fill the GPUs' queue for
+    days (LAMP_QUEUE_QUOTA)."""
+    return int(env_number("LAMP_QUEUE_QUOTA", 50, minimum=1))
+
+
+def predictions_per_minute() -> int:
+    """Try-it predictions one person may ask for per minute; workers serve predictions before training, so this
+    keeps a flood of them from starving training (LAMP_PREDICTIONS_PER_MINUTE)."""
+    return int(env_number("LAMP_PREDICTIONS_PER_MINUTE", 10, minimum=1))
+
+
 def store_patience_s() -> float:
     """How long a worker keeps retrying a write while the store is unreachable (LAMP_STORE_PATIENCE_S)."""
     return env_number("LAMP_STORE_PATIENCE_S", 600)

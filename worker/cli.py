@@ -29,6 +29,7 @@ from store.audit import actions_on
 from store.db import session_scope
 from store.files import materialise_run, stored_files
 from store.queries import get_run, list_runs
+from store.settings import max_sweep_runs
 from store.status import RunStatus
 from worker import queue
 
@@ -83,7 +84,8 @@ def describe_cost(config: RunConfig) -> str:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     grid = parse_grid(args.grid)
-    sweep_id, run_ids = queue.submit_sweep(expand_grid(config_values(args), grid), grid, args.name)
+    configs = expand_grid(config_values(args), grid, limit=max_sweep_runs())
+    sweep_id, run_ids = queue.submit_sweep(configs, grid, args.name)
     print(f"sweep {sweep_id}: runs {' '.join(map(str, run_ids))}")
     return 0
 

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import os
 import socket
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,11 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from lamp_common.errors import LampError
 from lamp_common.names import refuse_formula
-from lamp_engine.config import RunConfig
+from lamp_engine.config import RunConfig, grid_size
 from store.accounts import Actor, authorize
 from store.artifacts import TRAINER_STATE
 from store.audit import Action, record_action
@@ -36,7 +37,7 @@ from store.db import session_scope
 from store.files import copy_run_file, forget_unused_blob, is_upload, store_upload
 from store.models import MetricPoint, Run, RunFile, Sweep, utcnow
 from store.queries import get_run
-from store.settings import os_user
+from store.settings import max_sweep_runs, os_user, predictions_per_minute, queue_quota
 from store.status import ACTIVE, FINISHED, RETRYABLE, WITH_PROMPT, RunStatus
 from worker.connection import redis_connection
 
@@ -82,6 +83,16 @@ def _inherit_checkpoint(session: Any, parent_id: int, run: Run) -> None:
         run.checkpoint_step = step
 
 
+def check_quota(session: Any, person: str, adding: int) -> None:
+    """Refuse, with one line, `adding` more queued runs that would take the person past their queue quota."""
+    quota = queue_quota()
+    waiting = session.scalar(select(func.count()).select_from(Run)
+                             .where(Run.submitted_by == person, Run.status == RunStatus.QUEUED)) or 0
+    if waiting + adding > quota:
+        raise LampError(f"queue quota: {person} has {waiting} queued runs and asks for {adding} more, over the quota "
+                        f"of {quota}; wait for some to start or cancel some (LAMP_QUEUE_QUOTA sets the quota)")
+
+
 def submit_run(config: RunConfig, sweep_id: int | None = None, parent_id: int | None = None,
                job_timeout: int = DEFAULT_JOB_TIMEOUT_S, submitted_by: str | None = None) -> int:
     """Store a queued run and enqueue its job; returns the run id.
@@ -96,6 +107,7 @@ def submit_run(config: RunConfig, sweep_id: int | None = None, parent_id: int | 
     queue = get_queue(TRAIN_QUEUE)
     config = _uploaded_data(config, submitted_by)
     with session_scope() as session:
+        check_quota(session, submitted_by, 1)
         run = Run(config=config.to_dict(), method=config.method.name, model=config.model, task=config.task,
                   status=RunStatus.QUEUED, created_at=utcnow(), sweep_id=sweep_id, parent_id=parent_id,
                   progress=0.0, step=0, stop_requested=False, submitted_by=submitted_by)
@@ -111,10 +123,13 @@ def submit_run(config: RunConfig, sweep_id: int | None = None, parent_id: int | 
 
 def submit_sweep(configs: list[RunConfig], grid: dict[str, list[Any]], name: str,
                  submitted_by: str | None = None) -> tuple[int, list[int]]:
-    """Queue the runs of one sweep (expanded and validated by the caller); returns (sweep id, run ids)."""
+    """Queue the runs of one sweep (expanded and validated by the caller); returns (sweep id, run ids).
+    Nothing is queued when the sweep is over the size limit or the submitter's queue quota."""
     refuse_formula(name, "sweep name")
+    grid_size(grid, max_sweep_runs())
     redis_connection()  # fail before storing a sweep that could not be queued
     with session_scope() as session:
+        check_quota(session, submitted_by or os_user(), len(configs))
         sweep = Sweep(name=name, grid={key: list(values) for key, values in grid.items()}, created_at=utcnow())
         session.add(sweep)
         session.flush()
@@ -301,17 +316,32 @@ def reconcile(connection: Redis | None = None) -> list[int]:
     return marked
 
 
-def submit_prediction(run_id: int, text: str) -> str:
-    """Ask a worker to run a finished run's prompt on one text (the web process never loads a model)."""
+def _count_prediction(connection: Redis, person: str) -> None:
+    """Count one prediction against the person's allowance for this minute (a Redis counter shared by every
+    dashboard process), refusing it with one line beyond the allowance."""
+    key = f"lamp:predictions:{person}:{int(time.time() // 60)}"
+    count = connection.incr(key)
+    connection.expire(key, 120)
+    allowed = predictions_per_minute()
+    if count > allowed:
+        raise LampError(f"try it: {person} asked for more than {allowed} predictions this minute; wait a minute "
+                        "(LAMP_PREDICTIONS_PER_MINUTE sets the allowance)")
+
+
+def submit_prediction(run_id: int, text: str, requested_by: str | None = None) -> str:
+    """Ask a worker to run a finished run's prompt on one text (the web process never loads a model); each person
+    gets a few per minute, as workers serve predictions before training."""
     with session_scope() as session:
         run = get_run(session, run_id)
         if run.status not in WITH_PROMPT or not run.artifact_dir:
             raise LampError(f"run {run_id}: is {run.status}; only a finished run with a saved prompt can predict")
     if not text.strip():
         raise LampError("text: give a non-empty text to classify")
-    job = get_queue(PREDICT_QUEUE).enqueue_call(PREDICT_JOB, args=(run_id, [text]), timeout=PREDICT_TIMEOUT_S,
-                                                result_ttl=3600, failure_ttl=3600,
-                                                description=f"lamp predict with run {run_id}")
+    connection = redis_connection()
+    _count_prediction(connection, requested_by or os_user())
+    job = get_queue(PREDICT_QUEUE, connection).enqueue_call(
+        PREDICT_JOB, args=(run_id, [text]), timeout=PREDICT_TIMEOUT_S, result_ttl=3600, failure_ttl=3600,
+        description=f"lamp predict with run {run_id}")
     return job.id
 
 
