@@ -15,8 +15,12 @@ class ModelError(LampError):
     """A model cannot be found or loaded, or does not fit the chosen method or hardware."""
 
 
+class TrainingStateError(LampError):
+    """A stored trainer state cannot be loaded safely (it holds more than tensors and plain values)."""
+
+
 class TrainingDiverged(LampError):
     """The training loss became NaN or infinite."""
 
 
-__all__ = ["ConfigError", "LampError", "ModelError", "TaskError", "TrainingDiverged"]
+__all__ = ["ConfigError", "LampError", "ModelError", "TaskError", "TrainingDiverged", "TrainingStateError"]

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import shutil
 import statistics
@@ -35,7 +36,7 @@ from lamp_engine.backbones import Backbone, Encoded, load_backbone
 from lamp_engine.backbones.offline import model_shape_of
 from lamp_engine.config import RunConfig, Schedule
 from lamp_engine.dispersion import TOKENS_FILE, dispersion, kept_tokens, token_matrices
-from lamp_engine.errors import TrainingDiverged
+from lamp_engine.errors import TrainingDiverged, TrainingStateError
 from lamp_engine.measure import peak_memory_mb, reset_peak_memory
 from lamp_engine.methods import MethodFamily
 from lamp_engine.modules import MethodModule, build_method
@@ -405,9 +406,20 @@ def restore_optimizer(setup: Setup, saved: dict) -> None:
                                                         last_epoch=saved["step"] - 1)
 
 
+def load_trainer_state(path: Path, device: torch.device | str) -> dict:
+    """A stored trainer state read as tensors and plain containers only (weights_only): whoever can write the
+    store must not run code on every worker that resumes from it."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise TrainingStateError(f"{path.name}: refused, it holds more than tensors and plain values ({reason}); "
+                                 "retry from scratch or delete the checkpoint") from None
+
+
 def restore(folder: Path, setup: Setup) -> Progress:
     """Load the trainer state in `folder` (a finished or stopped run's, or a checkpoint's) to continue training."""
-    saved = torch.load(folder / STATE_FILE, map_location=setup.backbone.device, weights_only=False)
+    saved = load_trainer_state(folder / STATE_FILE, setup.backbone.device)
     load_trainable_state(setup, saved["last_state"])
     restore_optimizer(setup, saved)
     initial = saved["initial_tokens"] if "initial_tokens" in saved else {"prompt": saved["initial_prompt"]}  # older
