@@ -17,6 +17,7 @@ schema of its own, dropped after it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -62,6 +63,32 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, interrupt)
+
+
+@pytest.hookimpl(trylast=True)  # after the session's fixtures are torn down
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A server that a test left running in its temporary folder (the embedded Redis that `lamp up` or the app
+    starts as a daemon under LAMP_HOME when REDIS_URL is unset outlives its test) is stopped here and named, so
+    that no session leaves a server behind; the test should have used the redis_url fixture or stopped it."""
+    import psutil
+
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    basetemp = getattr(factory, "_basetemp", None)
+    if basetemp is None:  # no test made a temporary folder
+        return
+    left = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if (process.info["name"] or "").startswith(("redis-server", "postgres")) and str(basetemp) in command:
+            left.append(command)
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(f"tests left {len(left)} server(s) running, now stopped: " + "; ".join(left),
+                                yellow=True)
 
 
 @pytest.fixture(scope="session")

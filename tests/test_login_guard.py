@@ -32,8 +32,9 @@ FAILED = "login failed: "
 
 
 @pytest.fixture
-def dashboard_on(tmp_path, monkeypatch):
-    """The app as if bound to an address (set by the test), on a fresh SQLite store with no login configured."""
+def dashboard_on(tmp_path, monkeypatch, redis_url):
+    """The app as if bound to an address (set by the test), on a fresh SQLite store with no login configured, and
+    the session's Redis (without REDIS_URL the app would start an embedded one that outlives the test)."""
     url = f"sqlite:///{tmp_path / 'lamp.db'}"
     monkeypatch.setenv("LAMP_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DATABASE_URL", url)
