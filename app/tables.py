@@ -66,10 +66,11 @@ def runs_frame(records: list[dict[str, Any]], positions: dict[int, int] | None =
         "train time (s)": _round(r.get("train_seconds"), 1),
         "progress": float(r.get("progress") or 0.0),
         "queue": positions.get(r["id"]),
+        "note": r.get("health"),
     } for r in records]
     return pd.DataFrame(rows, columns=["id", "status", "method", "model", "task", "metric", "value", "selected on",
                                        "trainable params", "prompt tokens", "peak memory (MB)", "train time (s)",
-                                       "progress", "queue"])
+                                       "progress", "queue", "note"])
 
 
 def flatten_config(config: dict[str, Any] | None) -> dict[str, Any]:

@@ -67,6 +67,7 @@ class RunResult:
     labels: list[str] | None = None  # the label words, when every example has the same ones (for `predict`)
     source_template: str | None = None  # "sentence: {text}" when the task has one text field
     selected_on: str = "heldout"  # "validation": the best evaluation was picked on the reported set, as the paper
+    health: str | None = _column()  # "not learning: ...; try ..." for a run that went nowhere (lamp_engine/health.py)
 
     def __post_init__(self) -> None:
         self.status = Outcome(self.status)

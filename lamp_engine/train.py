@@ -37,6 +37,7 @@ from lamp_engine.backbones.offline import model_shape_of
 from lamp_engine.config import RunConfig, Schedule
 from lamp_engine.dispersion import TOKENS_FILE, dispersion, kept_tokens, token_matrices
 from lamp_engine.errors import TrainingDiverged, TrainingStateError
+from lamp_engine.health import learning_note, majority_rate
 from lamp_engine.measure import peak_memory_mb, reset_peak_memory
 from lamp_engine.methods import MethodFamily
 from lamp_engine.modules import MethodModule, build_method
@@ -122,9 +123,21 @@ def train(config: RunConfig, output_dir: str | Path, callbacks: Callbacks | None
         prompt_init=setup.prompt_init,
         examples={"train": len(splits.train), "select": len(splits.select), "test": len(splits.test)},
         labels=fixed_labels(splits.train), source_template=text_template(task, config),
-        selected_on=config.data.select_on)
+        selected_on=config.data.select_on,
+        health=run_health(config, task, splits, setup, progress) if outcome is Outcome.COMPLETED else None)
     write_run_folder(output_dir, result, setup, progress.initial_tokens, trainer_state(setup, progress, last_state))
     return result
+
+
+def run_health(config: RunConfig, task: Task, splits: Splits, setup: Setup, progress: Progress) -> str | None:
+    """A finished run's note when it did not learn (lamp_engine/health.py), also logged for `lamp train`."""
+    losses = [point["loss"] for point in progress.history["train"]]
+    accuracy = progress.best_metrics.get("accuracy") if task.main_metric == "accuracy" else None
+    majority = majority_rate([example.choices.index(example.target) for example in splits.select])
+    note = learning_note(losses, accuracy, majority, config.method.name, setup.backbone.family)
+    if note:
+        log.warning(note)
+    return note
 
 
 # --- phase 1: the task's splits ---------------------------------------------------------------------------------

@@ -119,6 +119,7 @@ class Run(Base):
     checkpoint_step: Mapped[int | None] = mapped_column(Integer)  # step of its last stored trainer state
     resumed_from_step: Mapped[int | None] = mapped_column(Integer)  # it continued a checkpoint of this step
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # deleted: files gone, row kept for the audit
+    health: Mapped[str | None] = mapped_column(String(500))  # "not learning: ..." (lamp_engine/health.py)
 
     def to_dict(self) -> dict[str, Any]:
         """Every column as JSON-ready values (datetimes as ISO strings), for `lamp status --json` and exports."""

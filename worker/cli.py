@@ -128,6 +128,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"{row['id']:>5}  {row['status']:<9}  {row['method']:<8}  {row['model'][:16]:<16}  "
               f"{row['task'][:8]:<8}  {row['progress']:>8.0%}  {_main_metric(row):<18}  {row['created_at'][:19]}  "
               f"{row['submitted_by'] or ''}")
+        if row.get("health"):
+            print(f"{'':>5}  {row['health']}")
     return 0
 
 

@@ -61,6 +61,8 @@ def header(record: dict[str, Any]) -> None:
         st.error(plain(f"Failed: {record.get('error') or 'no reason recorded'}"))
     elif record.get("error"):
         st.warning(plain(record["error"]))
+    if record.get("health"):
+        st.warning(plain(record["health"]))
 
 
 def results(record: dict[str, Any]) -> None:
