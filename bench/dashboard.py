@@ -207,7 +207,8 @@ def bench_home(given: str | None) -> Iterator[Path]:
 def run_dashboard(settings: DashboardSettings, home: str | None = None,
                   log: Callable[[str], None] = print) -> dict:
     """Fill the store, time every view; the report holds each render's seconds, their median and worst."""
-    from store.db import database_url, redacted_url
+    from lamp_common.urls import redacted_url
+    from store.db import database_url
 
     settings.check()
     with bench_home(home) as folder:

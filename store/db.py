@@ -30,6 +30,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, Operationa
 from sqlalchemy.orm import Session, sessionmaker
 
 from lamp_common.errors import LampError
+from lamp_common.urls import hide_password
 from store.settings import store_patience_s
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -64,13 +65,6 @@ def database_url() -> str:
     return f"sqlite:///{home / 'lamp.db'}"
 
 
-def redacted_url(url: str) -> str:
-    """The URL with any password hidden, for messages."""
-    with contextlib.suppress(ArgumentError, ValueError):
-        return make_url(url).render_as_string(hide_password=True)
-    return url
-
-
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -92,11 +86,11 @@ def get_engine(url: str | None = None) -> Engine:
                 Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(url, pool_pre_ping=not is_sqlite)
         except (ArgumentError, ValueError) as exc:
-            raise StoreError(f"DATABASE_URL: {redacted_url(url)!r} is not a database URL ({exc}); "
-                             "use e.g. postgresql+psycopg://user@host/db, or unset it for SQLite") from None
+            raise StoreError(hide_password(f"DATABASE_URL: {url!r} is not a database URL ({exc}); use e.g. "
+                                           "postgresql+psycopg://user@host/db, or unset it for SQLite", url)) from None
         except ImportError as exc:
-            raise StoreError(f"DATABASE_URL: no driver for {redacted_url(url)!r} ({exc}); "
-                             "install it or use postgresql+psycopg://") from None
+            raise StoreError(hide_password(f"DATABASE_URL: no driver for {url!r} ({exc}); "
+                                           "install it or use postgresql+psycopg://", url)) from None
         if is_sqlite:
             _configure_sqlite(engine)
         _engines[url] = engine
@@ -157,6 +151,7 @@ def _lock_for_transaction(connection: Connection) -> None:
 def upgrade(url: str | None = None, revision: str = "head") -> None:
     """Bring the schema to `revision` (default: newest) from code; cheap when it is already there."""
     engine = get_engine(url)
+    plain = engine.url.render_as_string(hide_password=False)
     try:
         with _sqlite_file_lock(engine), engine.begin() as connection:
             _lock_for_transaction(connection)
@@ -165,12 +160,13 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
             if current != target:
                 command.upgrade(_alembic_config(connection), revision)
     except CommandError as exc:
-        raise StoreError(f"DATABASE_URL: the store's schema cannot be upgraded ({exc}); it may come from a newer "
-                         "LAMP Studio: upgrade this installation or point DATABASE_URL elsewhere") from None
+        raise StoreError(hide_password(f"DATABASE_URL: the store's schema cannot be upgraded ({exc}); it may come "
+                                       "from a newer LAMP Studio: upgrade this installation or point DATABASE_URL "
+                                       "elsewhere", plain)) from None
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise StoreError(f"DATABASE_URL: cannot open the store at {redacted_url(engine.url.render_as_string())} "
-                         f"({reason}); check the URL and that the server runs, or unset it for SQLite") from None
+        raise StoreError(hide_password(f"DATABASE_URL: cannot open the store at {plain} ({reason}); check the URL "
+                                       "and that the server runs, or unset it for SQLite", plain)) from None
 
 
 def ensure_schema(url: str | None = None) -> None:

@@ -18,12 +18,12 @@ import subprocess
 import time
 from pathlib import Path
 from typing import IO
-from urllib.parse import urlsplit, urlunsplit
 
 from redis import Redis
 from redis.exceptions import RedisError
 
 from lamp_common.errors import LampError
+from lamp_common.urls import hide_password
 from store.db import lamp_home
 
 UNIX_SOCKET_MAX = 100  # the kernel limit on a socket path is 108 bytes
@@ -127,14 +127,6 @@ def redis_url() -> str:
     return f"unix://{ensure_embedded_redis()}"
 
 
-def _redacted(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
-
-
 def redis_connection(url: str | None = None) -> Redis:
     """A checked connection: QueueUnavailable with one clear line when Redis cannot be reached."""
     url = url or redis_url()
@@ -142,6 +134,6 @@ def redis_connection(url: str | None = None) -> Redis:
         connection = Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
         connection.ping()
     except (RedisError, ValueError, OSError) as exc:
-        raise QueueUnavailable(f"REDIS_URL: cannot reach Redis at {_redacted(url)} ({exc}); start it, fix REDIS_URL, "
-                               "or unset REDIS_URL to use the embedded one") from None
+        raise QueueUnavailable(hide_password(f"REDIS_URL: cannot reach Redis at {url} ({exc}); start it, fix "
+                                             "REDIS_URL, or unset REDIS_URL to use the embedded one", url)) from None
     return connection
