@@ -14,7 +14,9 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import IO
@@ -38,13 +40,29 @@ def embedded_dir() -> Path:
     return lamp_home() / "redis"
 
 
+def private_folder(folder: Path) -> Path:
+    """`folder`, created if missing and made 0700: a folder of this user's that nobody else can enter, so nobody
+    else can put a socket (their own Redis, answering our pings) where this process looks for the queue."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise QueueUnavailable(f"embedded Redis: {folder} is not a folder of this user (uid {os.getuid()}); "
+                               "remove it, or set REDIS_URL")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        folder.chmod(0o700)
+    return folder
+
+
 def embedded_socket() -> Path:
-    """The embedded server's socket: inside LAMP_HOME, or a short per-LAMP_HOME path in /tmp if that is too long."""
+    """The embedded server's socket in a private 0700 folder: LAMP_HOME/redis, or where that path is too long for
+    a socket, a per-user, per-LAMP_HOME folder in XDG_RUNTIME_DIR (else the temporary folder)."""
     socket = embedded_dir() / "redis.sock"
-    if len(str(socket)) <= UNIX_SOCKET_MAX:
-        return socket
-    digest = hashlib.sha256(str(lamp_home().resolve()).encode()).hexdigest()[:16]
-    return Path("/tmp") / f"lamp-redis-{digest}.sock"
+    if len(str(socket)) > UNIX_SOCKET_MAX:
+        digest = hashlib.sha256(str(lamp_home().resolve()).encode()).hexdigest()[:16]
+        base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+        socket = base / f"lamp-redis-{os.getuid()}-{digest}" / "redis.sock"
+    private_folder(socket.parent)
+    return socket
 
 
 def embedded_running() -> bool:
@@ -84,8 +102,7 @@ def _start_embedded(folder: Path, socket: Path) -> None:
 
 def ensure_embedded_redis() -> Path:
     """Start the private Redis unless it already runs; returns its socket. Safe to call from many processes."""
-    folder = embedded_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_folder(embedded_dir())
     socket = embedded_socket()
     with open(folder / "start.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -98,8 +115,7 @@ def own_embedded_redis() -> IO[str] | None:
     """Become the owner of the embedded Redis under LAMP_HOME: an open lock file while no other live process owns
     it (keep it open for as long as this process owns the server), else None. The kernel releases the lock when
     its holder dies, however it dies, so a server left by a killed `lamp up` is adopted by the next one."""
-    folder = embedded_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_folder(embedded_dir())
     handle = open(folder / "owner.lock", "w")  # noqa: SIM115 - held open while this process owns the server
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
