@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a LAMP setting for every LAMP variant, e.g. --lamp rank=16, or a research lever of "
                             "bench/ablations.py, e.g. --lamp factor_lr=scaled (repeatable)")
     curve.add_argument("--data-dir", help="task data folder (default: ../shared/data or LAMP_DATA_DIR)")
+    curve.add_argument("--train-file", help="with --tasks custom: the CSV or JSONL file to train on")
+    curve.add_argument("--eval-file", help="with --tasks custom: the file to evaluate on")
     curve.add_argument("--output", help="output path without extension (default: ./bench-results/curve-<model>)")
     curve.add_argument("--resume", action="store_true",
                        help="keep the seeds the report at --output already has (same settings, same kind of "
@@ -166,7 +168,7 @@ def run_curve_command(args: argparse.Namespace) -> int:
         model=args.model, tasks=items(args.tasks), variants=variants, seeds=items(args.seeds, int),
         steps=args.steps, eval_at=eval_at, batch_size=args.batch_size, max_source_length=args.max_source_length,
         max_eval_examples=args.max_eval_examples, dtype=args.dtype, lr=args.lr, lamp=lamp,
-        data_dir=data_dir(args.data_dir))
+        data_dir=data_dir(args.data_dir), train_file=args.train_file, eval_file=args.eval_file)
     output = Path(args.output) if args.output else RESULTS / f"curve-{args.model}"
 
     def save_partial(report: dict) -> None:  # an interrupted bench still leaves the seeds it finished

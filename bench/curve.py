@@ -38,7 +38,7 @@ import torch
 
 from bench.ablations import LEVERS, with_levers
 from lamp_engine.aliases import BackboneFamily
-from lamp_engine.config import RunConfig
+from lamp_engine.config import CUSTOM_TASK, RunConfig
 from lamp_engine.errors import ConfigError
 from lamp_engine.methods import METHODS
 from lamp_engine.prompts.base import SoftPrompt
@@ -69,6 +69,8 @@ class CurveSettings:
     lr: float | None = None  # the family's default for each method unless given
     lamp: dict[str, Any] = field(default_factory=dict)  # LAMP settings for every LAMP variant (rank, a lever...)
     data_dir: str | None = None
+    train_file: str | None = None  # the custom task's own files (`--tasks custom`), e.g. TREC's CSV
+    eval_file: str | None = None
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if split_variant(v)[0] not in (*PROMPT_VARIANTS, "peft_pt", *METHODS)]
@@ -98,6 +100,8 @@ class CurveSettings:
                   "batch_size": self.batch_size, "max_source_length": self.max_source_length, "device": "cpu",
                   "dtype": self.dtype, "max_eval_examples": self.max_eval_examples, "data_dir": self.data_dir,
                   "lr": self.lr, **own}
+        if task == CUSTOM_TASK:
+            values.update(train_file=self.train_file, eval_file=self.eval_file)
         levers = {key: values.pop(key) for key in LEVERS & values.keys()}
         return with_levers(RunConfig.from_flat(values), levers)
 
