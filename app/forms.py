@@ -15,7 +15,7 @@ from typing import Any
 from lamp_common.errors import LampError
 from lamp_engine.aliases import ModelShape
 from lamp_engine.config import ConfigError, RunConfig, expand_grid
-from store.settings import max_sweep_runs
+from store.settings import MB, max_sweep_runs, max_upload_mb
 
 
 def parse_list(name: str, text: str, kind: type = int) -> list[Any]:
@@ -28,6 +28,17 @@ def parse_list(name: str, text: str, kind: type = int) -> list[Any]:
     except ValueError:
         kind_name = "whole numbers" if kind is int else "values"
         raise ConfigError(f"{name}: {text!r} is not a list of {kind_name} separated by commas") from None
+
+
+def upload_refusal(name: str, size: int) -> str | None:
+    """One line refusing an upload above LAMP_MAX_UPLOAD_MB, from its size alone (before its bytes are read);
+    None when it fits. Streamlit's own limit (set by `lamp up`) refuses it earlier; this holds wherever else the
+    dashboard is started."""
+    limit = max_upload_mb()
+    if size <= limit * MB:
+        return None
+    return (f"train_file: {name} has {size / MB:,.1f} MB, over the upload limit of {limit} MB; upload a smaller "
+            "file (LAMP_MAX_UPLOAD_MB sets the limit)")
 
 
 @dataclass

@@ -29,6 +29,7 @@ from app.access import AllowList, login_for, password_hash, plain_http_warning, 
 from lamp_common.cli import OneLineParser
 from lamp_common.errors import LampError
 from store.accounts import any_account
+from store.settings import max_upload_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app" / "main.py"
@@ -93,11 +94,16 @@ def start_children(host: str, port: int, redis_url: str, with_worker: bool) -> l
     if with_worker:
         children.append(subprocess.Popen([sys.executable, "-m", "lamp_cli", "worker"], cwd=ROOT, env=env,
                                          preexec_fn=_die_with_launcher))
-    children.append(subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", host, "--server.port", str(port),
-         "--server.headless", "true", "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
-        preexec_fn=_die_with_launcher))
+    children.append(subprocess.Popen(streamlit_command(host, port), cwd=ROOT, env=env, preexec_fn=_die_with_launcher))
     return children
+
+
+def streamlit_command(host: str, port: int) -> list[str]:
+    """The dashboard's Streamlit: uploads refused above LAMP_MAX_UPLOAD_MB before they are read, and the developer
+    toolbar (Deploy, rerun, settings) hidden from users, who see only what the pages offer them."""
+    return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", host, "--server.port", str(port),
+            "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
+            "--server.maxUploadSize", str(max_upload_mb())]
 
 
 def wait_healthy(url: str, dashboard: subprocess.Popen) -> bool:

@@ -57,6 +57,12 @@ def predictions_per_minute() -> int:
     return int(env_number("LAMP_PREDICTIONS_PER_MINUTE", 10, minimum=1))
 
 
+def max_upload_mb() -> int:
+    """Megabytes a dashboard upload may have; Streamlit refuses a larger one before it is read, and the Launch form
+    checks it again (LAMP_MAX_UPLOAD_MB)."""
+    return int(env_number("LAMP_MAX_UPLOAD_MB", 100, minimum=1))
+
+
 def store_patience_s() -> float:
     """How long a worker keeps retrying a write while the store is unreachable (LAMP_STORE_PATIENCE_S)."""
     return env_number("LAMP_STORE_PATIENCE_S", 600)

@@ -7,6 +7,7 @@ anything is submitted. Nothing is enqueued unless every run of the request passe
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 from pathlib import Path
 from typing import Any
@@ -89,12 +90,19 @@ def choose_model() -> tuple[str, ModelShape | None]:
 
 
 def read_upload(upload: Any) -> tuple[str, pd.DataFrame]:
-    """Parse an uploaded CSV/JSONL and keep it in the store (once per content), so the worker that trains on it,
-    on whichever host, fetches it; returns the reference the run's config names, and the table."""
+    """Parse an uploaded CSV/JSONL and keep it in the store, so the worker that trains on it, on whichever host,
+    fetches it; returns the reference the run's config names, and the table. Both are kept in the session by the
+    file's content hash, so a rerun (every widget change) neither parses nor stores it again."""
     data = upload.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    cached = st.session_state.get(K + "parsed_upload")
+    if cached and cached[0] == digest:
+        return cached[1], cached[2]
     is_csv = upload.name.lower().endswith(".csv")
     frame = pd.read_csv(io.BytesIO(data)) if is_csv else pd.read_json(io.BytesIO(data), lines=True)
-    return backend.store_upload_file(data, upload.name if is_csv else f"{Path(upload.name).stem}.jsonl"), frame
+    reference = backend.store_upload_file(data, upload.name if is_csv else f"{Path(upload.name).stem}.jsonl")
+    st.session_state[K + "parsed_upload"] = (digest, reference, frame)
+    return reference, frame
 
 
 def custom_task_fields() -> dict[str, Any]:
@@ -102,6 +110,9 @@ def custom_task_fields() -> dict[str, Any]:
     upload = st.file_uploader("training file (CSV or JSONL)", type=["csv", "jsonl", "json"], key=K + "upload")
     if upload is None:
         st.info("Upload a CSV or JSONL file with a text column and a label column.")
+        return {}
+    if refusal := forms.upload_refusal(upload.name, upload.size):
+        st.error(refusal)
         return {}
     try:
         reference, frame = read_upload(upload)
