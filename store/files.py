@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from store.settings import MB, host_name, stored_file_limit
 
 UPLOAD_PREFIX = "upload:"
 UPLOAD_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
+UPLOAD_REFERENCE = re.compile(r"upload:(?P<sha256>[0-9a-f]{64})(?P<suffix>\.csv|\.tsv|\.jsonl|\.json)")
 CHUNK = MB
 PARTIAL = ".part-"  # in the name of a file being written, until it is renamed into place
 
@@ -218,13 +220,23 @@ def materialise_run(run_id: int, folder: Path, names: Iterable[str] | None = Non
                  if (wanted is None or {f.name, f.top} & wanted) and not {f.name, f.top} & skipped]
     problems = []
     for file in files:
-        target = folder / file.name
         try:
+            target = inside(folder, file.name, f"run {run_id}")
             if not _fresh(target, file):
                 _copy_into(run_id, file, target)
         except RunFileError as exc:
             problems.append(str(exc))
     return problems
+
+
+def inside(folder: Path, name: str, owner: str) -> Path:
+    """`folder / name`, refused in one line unless it stays inside `folder`: a stored name comes from the store,
+    and whoever can write the store must not make a worker write anywhere else."""
+    target = folder / name
+    if not target.resolve().is_relative_to(folder.resolve()):
+        raise RunFileError(f"{owner}: refused the stored file name {name!r}, which leads outside its folder; "
+                           "delete the run")
+    return target
 
 
 def _copy_into(run_id: int, file: StoredFile, target: Path) -> None:
@@ -267,10 +279,19 @@ def is_upload(reference: str | None) -> bool:
     return bool(reference) and reference.startswith(UPLOAD_PREFIX)
 
 
+def upload_parts(reference: str) -> tuple[str, str]:
+    """(SHA-256, suffix) of an upload reference, refused in one line unless it is exactly upload:<sha256><suffix>,
+    as a reference becomes a path on the worker that reads it."""
+    match = UPLOAD_REFERENCE.fullmatch(reference)
+    if match is None:
+        raise LampError(f"train_file: {reference[:100]!r} is not an upload reference (upload:<64 hex digits> and "
+                        f"one of {', '.join(UPLOAD_SUFFIXES)}); upload the file again")
+    return match["sha256"], match["suffix"]
+
+
 def fetch_upload(session: Session, reference: str, cache: Path) -> Path:
     """The uploaded file as a local path under `cache` (written once, checked against its SHA-256)."""
-    stem = reference.removeprefix(UPLOAD_PREFIX)
-    sha256, suffix = stem[:64], stem[64:]
+    sha256, suffix = upload_parts(reference)
     path = cache / f"{sha256}{suffix}"
     if path.is_file() and sha256_of(path) == sha256:
         return path

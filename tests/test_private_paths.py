@@ -1,4 +1,5 @@
-"""Paths another local user or a crafted store could redirect: the embedded Redis socket's folder (issue 30)."""
+"""Paths another local user or a crafted store could redirect (issue 30): the embedded Redis socket's folder, an
+upload reference that becomes a path on a worker, and a stored run file's name written into a run folder."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
+from lamp_common.errors import LampError
+from lamp_engine.config import RunConfig
+from store.db import session_scope
+from store.files import fetch_upload, materialise_run, store_run_folder, store_upload
+from store.models import RunFile
+from tests.test_store_files import new_run
+from worker import queue
 from worker.connection import (
     QueueUnavailable,
     embedded_socket,
@@ -57,3 +66,36 @@ def test_an_open_redis_folder_under_lamp_home_is_made_private(tmp_path, monkeypa
     os.chmod(tmp_path / "home" / "redis", 0o777)
     assert embedded_socket() == tmp_path / "home" / "redis" / "redis.sock"
     assert mode_and_owner(tmp_path / "home" / "redis") == (0o700, os.getuid())
+
+
+def test_an_upload_reference_is_refused_unless_it_has_the_exact_form(database_url, tmp_path):
+    with session_scope() as session:
+        sha256 = store_upload(session, b"text,label\na film,1\n", "data.csv")[7:71]
+    crafted = f"upload:{sha256}/../../outside.csv"  # the stored bytes, written wherever the suffix points
+    with session_scope() as session, pytest.raises(LampError) as refused:
+        fetch_upload(session, crafted, tmp_path / "cache" / "uploads")
+    assert str(refused.value) == (f"train_file: {crafted!r} is not an upload reference (upload:<64 hex digits> and "
+                                  "one of .csv, .tsv, .jsonl, .json); upload the file again")
+    assert not (tmp_path / "outside.csv").exists() and not (tmp_path / "cache" / "outside.csv").exists()
+
+
+def test_a_run_with_a_crafted_upload_reference_is_not_queued(database_url, redis_url):
+    config = RunConfig.from_flat({"model": "tiny-t5", "task": "custom", "train_file": "upload:../../etc/passwd.csv",
+                                  "text_column": "text", "label_column": "label"})
+    with pytest.raises(LampError, match="is not an upload reference"):
+        queue.submit_run(config)
+    assert queue.get_queue().count == 0
+
+
+def test_a_stored_file_name_leading_outside_the_run_folder_is_not_written(database_url, tmp_path):
+    run_id = new_run()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "result.json").write_text("{}")
+    (tmp_path / "run" / "notes.txt").write_text("escape")
+    store_run_folder(run_id, tmp_path / "run")
+    with session_scope() as session:
+        session.execute(update(RunFile).where(RunFile.name == "notes.txt").values(name="../escaped.txt"))
+    problems = materialise_run(run_id, tmp_path / "cache")
+    assert problems == [f"run {run_id}: refused the stored file name '../escaped.txt', which leads outside its "
+                        "folder; delete the run"]
+    assert not (tmp_path / "escaped.txt").exists() and (tmp_path / "cache" / "result.json").read_text() == "{}"

@@ -34,7 +34,7 @@ from store.accounts import Actor, authorize
 from store.artifacts import TRAINER_STATE
 from store.audit import Action, record_action
 from store.db import session_scope
-from store.files import copy_run_file, forget_unused_blob, is_upload, store_upload
+from store.files import copy_run_file, forget_unused_blob, is_upload, store_upload, upload_parts
 from store.models import MetricPoint, Run, RunFile, Sweep, utcnow
 from store.queries import get_run
 from store.settings import max_sweep_runs, os_user, predictions_per_minute, queue_quota
@@ -65,9 +65,13 @@ def fetch_job(job_id: str, connection: Redis) -> Job | None:
 
 def _uploaded_data(config: RunConfig, submitted_by: str) -> RunConfig:
     """The config with each local dataset file it names stored in the store, so a worker on any host reads it.
-    A path that does not exist here is kept as given (it may exist on the workers, e.g. a shared mount)."""
-    local = {name: Path(value) for name in ("train_file", "eval_file")
-             if (value := getattr(config.data, name)) and not is_upload(value) and Path(value).is_file()}
+    A path that does not exist here is kept as given (it may exist on the workers, e.g. a shared mount); a
+    malformed upload reference is refused here rather than on the worker that would make it a path."""
+    named = {name: value for name in ("train_file", "eval_file") if (value := getattr(config.data, name))}
+    for value in named.values():
+        if is_upload(value):
+            upload_parts(value)
+    local = {name: Path(value) for name, value in named.items() if not is_upload(value) and Path(value).is_file()}
     if not local:
         return config
     with session_scope() as session:
