@@ -1,5 +1,6 @@
-"""Accuracy tables through the engine's train(): methods x tasks x seeds (the paper's Table 1 layout), and the
-ablations that settle LAMP's defaults (q_init x pool size p, rank r, prompt length l, learning rate).
+"""Accuracy tables through the engine's train(): methods x tasks x seeds (the paper's Table 1 layout), the
+ablations that settle LAMP's defaults (q_init x pool size p, rank r, prompt length l, learning rate), and the
+paper protocol with either selection rule (which split picked each run's best evaluation is a column).
 
 Every run is an ordinary run folder under --work-dir, named by its configuration; a rerun reuses finished
 folders, so an interrupted table continues where it stopped. `--via-queue` stores and queues the runs for the
@@ -20,21 +21,28 @@ from pathlib import Path
 import torch
 
 from bench.speed import machine
-from lamp_common.result import RunResult
+from lamp_common.result import SELECTION_SPLITS, RunResult
 from lamp_engine.aliases import ALIASES
-from lamp_engine.config import RunConfig
+from lamp_engine.config import PROTOCOLS, RunConfig
 from lamp_engine.methods import LampConfig
+
+PARTS = ("main", "q_init_pool", "pool", "lr", "rank", "length")
 
 
 @dataclass(frozen=True)
 class Budget:
     """How long each run of a model trains and how much it is evaluated (stated in the table)."""
 
-    steps: int
+    steps: int | None  # None: `task_epochs` passes over the training split
     max_eval_examples: int | None  # None: the full evaluation sets
     batch_size: int = 8
     max_source_length: int = 128
     dtype: str = "auto"  # bf16 halves the step time on a CPU with avx512_bf16 or AMX
+    task_epochs: tuple[tuple[str, float], ...] = ()  # (task, epochs) where steps is None
+    max_train_examples: int | None = None  # a seeded sample of the training split, where it is larger
+
+    def epochs(self, task: str) -> float:
+        return dict(self.task_epochs).get(task, 1.0)
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,13 @@ class Plan:
     ablation: tuple[str, str]  # (model, task) of the q_init/pool, rank and length ablations
     pool_check: tuple[str, str, tuple[int, ...]]  # (model, task, pool sizes): p on the second model family
     lr_check: tuple[tuple[str, str, tuple[float, ...]], ...]  # (model, task, learning rates) per family
+    parts: tuple[str, ...] = PARTS  # run when none are named
+
+
+def paper_protocol(method: str, select_on: str, **settings) -> dict:
+    """A row of `--protocol paper` (its budget cut by the plan's epochs) with the given selection rule."""
+    values = PROTOCOLS["paper"].under({"method": method, "select_on": select_on, **settings})
+    return {k: v for k, v in values.items() if k != "epochs"}
 
 
 PLANS: dict[str, Plan] = {
@@ -80,17 +95,25 @@ PLANS: dict[str, Plan] = {
                  ("dora r=8", {"method": "dora"}), ("pissa r=8", {"method": "pissa"}), ("full", {"method": "full"})),
         seeds=(1, 2, 3), ablation=("minilm-l6", "sst2"), pool_check=("smollm2-135m", "sst2", (1, 4)),
         lr_check=()),
+    "paper-protocol": Plan(  # the paper protocol cut to 2 cores, with either selection rule (issue 31; 1-3 hours)
+        budgets={"minilm-l6": Budget(steps=None, max_eval_examples=None, batch_size=16, max_source_length=256,
+                                     dtype="bf16", task_epochs=(("cb", 3.0), ("rte", 3.0)), max_train_examples=160)},
+        main=(("minilm-l6", "cb"), ("minilm-l6", "rte")),
+        methods=tuple((f"{name}, selected on {rule}", paper_protocol(name, rule, lr=0.01))
+                      for name in ("pt", "lamp") for rule in ("validation", "heldout")),
+        seeds=(1, 2, 3), ablation=("minilm-l6", "cb"), pool_check=("minilm-l6", "cb", ()), lr_check=(),
+        parts=("main",)),
     "smoke": Plan(  # for tests: the tiny random T5, seconds per run; its accuracy means nothing
         budgets={"tiny-t5": Budget(steps=2, max_eval_examples=4, batch_size=2, max_source_length=32)},
         main=(("tiny-t5", "sst2"),), methods=(("pt", {"method": "pt"}), ("lamp", {"method": "lamp"})),
         seeds=(1, 2), ablation=("tiny-t5", "sst2"), pool_check=("tiny-t5", "sst2", (1, 2)),
         lr_check=(("tiny-t5", "sst2", (0.3,)),)),
 }
-PARTS = ("main", "q_init_pool", "pool", "lr", "rank", "length")
 
 
 def make_config(model: str, task: str, seed: int, budget: Budget, data_dir: str | None, **prompt) -> RunConfig:
     values = {"model": model, "task": task, "seed": seed, "data_dir": data_dir, "steps": budget.steps,
+              "epochs": budget.epochs(task), "max_train_examples": budget.max_train_examples,
               "batch_size": budget.batch_size, "max_eval_examples": budget.max_eval_examples,
               "max_source_length": budget.max_source_length, "eval_batch_size": 32, "eval_every": 0,
               "device": "cpu", "dtype": budget.dtype, **prompt}
@@ -105,7 +128,7 @@ def plan_runs(name: str, data_dir: str | None, parts: list[str] | None = None, m
     from lamp_engine.errors import ConfigError
 
     plan = PLANS[name]
-    parts = parts or list(PARTS)
+    parts = parts or list(plan.parts)
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         raise ConfigError(f"parts: unknown {', '.join(unknown)}; choose from {', '.join(PARTS)}")
@@ -155,7 +178,7 @@ def record(run: TableRun, result: RunResult) -> dict:
             "main_metric": result.main_metric, "value": result.main_metric_value, "metrics": result.metrics,
             "train_seconds": result.train_seconds, "step_seconds_median": result.step_seconds_median,
             "trainable_params": result.trainable_params, "prompt_tokens": result.prompt_tokens,
-            "lr": result.config["train"]["lr"]}
+            "lr": result.config["train"]["lr"], "selected_on": result.selected_on}
 
 
 def train_in_process(runs: list[TableRun], work_dir: Path, log: Callable[[str], None],
@@ -196,7 +219,11 @@ def run_table(runs: list[TableRun], work_dir: Path, via_queue: bool = False,
     budgets = {r.config.model: {"steps": r.config.train.steps, "batch_size": r.config.train.batch_size,
                                 "max_eval_examples": r.config.train.max_eval_examples,
                                 "max_source_length": r.config.train.max_source_length,
-                                "dtype": r.config.train.dtype} for r in runs}
+                                "dtype": r.config.train.dtype, "max_train_examples": r.config.data.max_train_examples}
+             for r in runs}
+    for r in runs:
+        if r.config.train.steps is None:  # a budget in epochs, per task
+            budgets[r.config.model].setdefault("epochs", {})[r.config.task] = r.config.train.epochs
     load_start = os.getloadavg()[0]
 
     def report(records: list[dict]) -> dict:
@@ -212,14 +239,35 @@ def run_table(runs: list[TableRun], work_dir: Path, via_queue: bool = False,
 
 
 def aggregate(records: list[dict]) -> list[dict]:
-    """Mean and sample standard deviation of the main metric per (part, row, column)."""
+    """Mean and sample standard deviation of the main metric per (part, row, column), and which splits picked
+    the runs' best evaluations."""
     cells: dict[tuple[str, str, str], list[float]] = {}
+    selected: dict[tuple[str, str, str], set[str]] = {}
     for r in records:
         if "value" in r:
             cells.setdefault((r["part"], r["row"], r["column"]), []).append(r["value"])
+            selected.setdefault((r["part"], r["row"], r["column"]), set()).add(r.get("selected_on", "heldout"))
     return [{"part": p, "row": row, "column": col, "mean": statistics.mean(v),
-             "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
-            for (p, row, col), v in cells.items()]
+             "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v),
+             "selected_on": sorted(selected[p, row, col])} for (p, row, col), v in cells.items()]
+
+
+def budget_text(model: str, budget: dict) -> str:
+    """One model's budget in words, for the line above the tables."""
+    length = (f"{budget['steps']} steps" if budget.get("steps") else
+              " and ".join(f"{epochs:g} epochs on {task}" for task, epochs in budget.get("epochs", {}).items()))
+    evaluated = (f"<= {budget['max_eval_examples']} eval examples" if budget["max_eval_examples"]
+                 else "full evaluation sets")
+    if budget.get("max_train_examples"):
+        evaluated += f", <= {budget['max_train_examples']} training examples (a seeded sample)"
+    return (f"{model} ({budget.get('dtype', 'auto')}): {length} x batch {budget['batch_size']}, source <= "
+            f"{budget['max_source_length']} tokens, {evaluated}")
+
+
+def selection_text(cells: list[dict]) -> str:
+    """The 'selected on' column of a row: the split (or splits) that picked its runs' best evaluations."""
+    rules = sorted({rule for cell in cells for rule in cell.get("selected_on", ["heldout"])})
+    return ", ".join(SELECTION_SPLITS[rule] for rule in rules)
 
 
 def markdown(report: dict) -> str:
@@ -227,11 +275,7 @@ def markdown(report: dict) -> str:
     if report["via_queue"]:
         ids = ", ".join(str(r["run_id"]) for r in report["runs"])
         return f"queued {len(report['runs'])} runs (ids {ids}); the dashboard's Compare view tabulates them\n"
-    budgets = "; ".join(f"{m} ({b.get('dtype', 'auto')}): {b['steps']} steps x batch {b['batch_size']}, source <= "
-                        f"{b['max_source_length']} tokens, "
-                        + (f"<= {b['max_eval_examples']} eval examples" if b['max_eval_examples'] else
-                           "full evaluation sets")
-                        for m, b in report["budgets"].items())
+    budgets = "; ".join(budget_text(model, budget) for model, budget in report["budgets"].items())
     m = report.get("machine")
     where = f" on {m['cpus']} x {m['cpu_model']}, load {m['load_average_start']:.2f} -> {m['load_average_end']:.2f}" \
         if m else ""
@@ -244,11 +288,12 @@ def markdown(report: dict) -> str:
         columns = list(dict.fromkeys(c["column"] for c in cells))
         value = {(c["row"], c["column"]): c for c in cells}
         out += [f"**{part}** (main metric, mean ± std over seeds)", "",
-                "| | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+                "| | selected on | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
         for row in rows:
             entries = [(f"{value[row, col]['mean']:.1f} ± {value[row, col]['std']:.1f}"
                         + (f" (n={value[row, col]['n']})" if value[row, col]["n"] == 1 else ""))
                        if (row, col) in value else "-" for col in columns]
-            out.append(f"| {row} | " + " | ".join(entries) + " |")
+            rule = selection_text([c for c in cells if c["row"] == row])
+            out.append(f"| {row} | {rule} | " + " | ".join(entries) + " |")
         out.append("")
     return "\n".join(out)

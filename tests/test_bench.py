@@ -102,6 +102,29 @@ def test_table_trains_every_cell_and_reuses_finished_runs(tmp_path):
     assert {p.name: (p / "result.json").stat().st_mtime for p in work.iterdir()} == stamps
 
 
+def test_the_paper_protocol_plan_puts_each_selection_rule_in_its_own_marked_row():
+    from bench.table import aggregate, markdown, plan_runs
+
+    runs = plan_runs("paper-protocol", str(DATA))
+    assert len(runs) == 24  # PT and LAMP x CB and RTE x validation and held-out selection x 3 seeds
+    lamp = next(r.config for r in runs if r.config.method.name == "lamp" and r.config.data.select_on == "validation")
+    assert (lamp.method.q_init, lamp.method.rank, lamp.train.warmup_ratio, lamp.train.backbone_dropout,
+            lamp.train.eval_every, lamp.train.lr, lamp.train.batch_size) == ("paper", 8, 0.1, "on", "epoch", 0.01, 16)
+    assert {(r.config.task, r.config.train.epochs, r.config.data.max_train_examples) for r in runs} == {
+        ("cb", 3.0, 160), ("rte", 3.0, 160)}
+    records = [{"part": "main", "row": r.row, "column": r.column, "seed": r.seed, "value": 50.0 + r.seed,
+                "selected_on": r.config.data.select_on} for r in runs]
+    budget = {"steps": None, "epochs": {"cb": 3.0, "rte": 3.0}, "batch_size": 16, "max_eval_examples": None,
+              "max_source_length": 256, "dtype": "bf16", "max_train_examples": 160}
+    text = markdown({"via_queue": False, "budgets": {"minilm-l6": budget}, "cells": aggregate(records),
+                     "wall_seconds": 60.0})
+    assert text.startswith("Budgets: minilm-l6 (bf16): 3 epochs on cb and 3 epochs on rte x batch 16, source <= "
+                           "256 tokens, full evaluation sets, <= 160 training examples (a seeded sample).")
+    assert "| | selected on | minilm-l6 / cb | minilm-l6 / rte |" in text
+    assert "| pt, selected on validation | ⚑ reported set | 52.0 ± 1.0 | 52.0 ± 1.0 |" in text
+    assert "| lamp, selected on heldout | held-out split | 52.0 ± 1.0 | 52.0 ± 1.0 |" in text
+
+
 def test_table_rejects_an_unknown_part(capsys):
     assert main(["bench", "table", "--parts", "main,speed"]) == 2
     assert "parts: unknown speed" in capsys.readouterr().err
