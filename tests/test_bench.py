@@ -250,3 +250,15 @@ def test_curve_trains_peft_prompt_tuning_from_our_pts_start(tmp_path):
     assert [p["step"] for p in peft] == [1, 2] and all(p["seconds"] > 0 for p in peft)
     # the first step's loss: the same prompt, batch and target tokens through PEFT's forward and through ours
     assert peft[0]["losses"][0] == pytest.approx(pt[0]["losses"][0], rel=1e-4)
+
+
+def test_a_curve_on_the_custom_task_trains_on_the_given_files():
+    from bench.curve import CurveSettings
+
+    trec = DATA / "trec"
+    settings = CurveSettings(tasks=("custom", "sst2"), variants=("pt", "lamp_p4"), steps=10, eval_at=(10,),
+                             train_file=str(trec / "train.csv"), eval_file=str(trec / "test.csv"))
+    custom = settings.run_config("lamp_p4", "custom", 1)
+    assert (custom.data.train_file, custom.data.eval_file, custom.method.pool) == \
+        (str(trec / "train.csv"), str(trec / "test.csv"), 4)
+    assert settings.run_config("pt", "sst2", 1).data.train_file is None  # a benchmark task brings its own files
