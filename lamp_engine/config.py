@@ -29,7 +29,7 @@ from lamp_engine.methods import (
     method_fields,
     not_applicable,
 )
-from lamp_engine.validation import described, one_of, positive, require
+from lamp_engine.validation import bounded, described, one_of, positive, require
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,11 @@ class TrainConfig:
 
     lr: float | None = described("AdamW learning rate; default depends on the backbone family (see README)", None)
     weight_decay: float = described("AdamW weight decay", 1e-5)
-    batch_size: int = described("training batch size", 16)
-    steps: int | None = described("optimizer steps (overrides --epochs)", None)
-    epochs: float = described("passes over the training split when --steps is not given", 1.0)
-    warmup_steps: int = described("linear warm-up steps before linear decay", 0)
+    batch_size: int = described("training batch size", 16, most=4096)
+    steps: int | None = described("optimizer steps (overrides --epochs)", None, most=1_000_000)
+    epochs: float = described("passes over the training split when --steps is not given", 1.0,
+                           most=1000)
+    warmup_steps: int = described("linear warm-up steps before linear decay", 0, most=1_000_000)
     warmup_ratio: float | None = described("linear warm-up over this fraction of the steps (DPT's code: 0.1); "
                                            "instead of --warmup-steps", None)
     backbone_dropout: str = described("the frozen model's dropout while training: off (measured default) or on "
@@ -81,13 +82,15 @@ class TrainConfig:
     max_grad_norm: float = described("gradient clipping norm (0 disables)", 1.0)
     eval_every: int | str = described("evaluate on the selection split every N steps, or every epoch with "
                                       "'epoch', keeping the best state (0: once, at the end)", 0,
-                                      parse=steps_or_epoch)
+                                      parse=steps_or_epoch, most=1_000_000)
     patience: int | None = described("stop early after this many evaluations without a better selection metric "
-                                     "(needs --eval-every)", None)
-    eval_batch_size: int = described("evaluation batch size", 32)
-    max_eval_examples: int | None = described("cap on examples per evaluation split", None)
-    max_source_length: int = described("tokens of source text kept (longer is truncated)", 256)
-    max_target_length: int = described("tokens of target text kept", 16)
+                                     "(needs --eval-every)", None, most=1000)
+    eval_batch_size: int = described("evaluation batch size", 32, most=4096)
+    max_eval_examples: int | None = described("cap on examples per evaluation split", None,
+                                            most=10_000_000)
+    max_source_length: int = described("tokens of source text kept (longer is truncated)", 256,
+                                        most=32_768)
+    max_target_length: int = described("tokens of target text kept", 16, most=4096)
     seed: int = described("random seed (data order, prompt init, sampling)", 42)
     device: str = described("auto, cpu or cuda", "auto", choices=DEVICES)
     dtype: str = described("the frozen model's weights: auto (bf16 on CUDA, fp32 on CPU), fp32, or bf16 (about 2x "
@@ -118,6 +121,7 @@ class TrainConfig:
         one_of(self, "device", DEVICES)
         one_of(self, "dtype", DTYPES)
         one_of(self, "backbone_dropout", SWITCH)
+        bounded(self)
 
     def schedule(self, train_examples: int) -> Schedule:
         """The run's steps and evaluations for a training split of this size."""
@@ -147,7 +151,7 @@ class DataConfig:
     select_on: str = described("which split picks the best evaluation: heldout (a split held out of training) or "
                                "validation (the reported set, as the paper; the run is marked)", "heldout",
                                choices=SELECT_ON)
-    max_train_examples: int | None = described("cap on training examples", None)
+    max_train_examples: int | None = described("cap on training examples", None, most=100_000_000)
     train_file: str | None = custom_only("CSV or JSONL file to train on")
     eval_file: str | None = custom_only("CSV or JSONL file to evaluate on (else split from train)")
     text_column: str = custom_only("text column", "text")
@@ -162,6 +166,7 @@ class DataConfig:
         require(self.k_shot is not None or not self.k_shot_per_class, "k_shot_per_class",
                 "applies to few-shot runs only; give --k-shot K too")
         one_of(self, "select_on", SELECT_ON)
+        bounded(self)
 
     @classmethod
     def custom_fields(cls) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from lamp_engine.aliases import BackboneFamily, ModelShape
 from lamp_engine.errors import ConfigError
-from lamp_engine.validation import described, one_of, positive, require
+from lamp_engine.validation import bounded, described, one_of, positive, require
 
 Q_INITS = ("paper", "balanced")
 
@@ -88,10 +88,11 @@ class SoftPromptConfig(MethodConfig):
     default_lrs: ClassVar[dict[BackboneFamily, float]] = {BackboneFamily.SEQ2SEQ: 0.3, BackboneFamily.CAUSAL: 0.01,
                                                           BackboneFamily.ENCODER: 0.01}
 
-    length: int = described("prompt length l (rows of the initial prompt)", 100)
+    length: int = described("prompt length l (rows of the initial prompt)", 100, most=4096)
 
     def __post_init__(self) -> None:
         positive(self, "length")
+        bounded(self)
 
     @property
     def prompt_tokens(self) -> int:
@@ -114,8 +115,9 @@ class LampConfig(SoftPromptConfig):
     title: ClassVar[str] = "LAMP (Lan et al., NAACL 2025)"
     module: ClassVar[str] = "lamp_engine.prompts.lamp:Lamp"
 
-    rank: int = described("rank r of the truncated SVD", 8)
-    pool: int = described("average-pooling block p: the model reads l/p prompt tokens (1: no pooling)", 4)
+    rank: int = described("rank r of the truncated SVD", 8, most=4096)
+    pool: int = described("average-pooling block p: the model reads l/p prompt tokens (1: no pooling)", 4,
+                           most=4096)
     q_init: str = described("singular-value init: 'balanced' (Q = sqrt(S), first prompt = rank-r SVD of P) "
                             "or 'paper' (Q = S)", "balanced", choices=Q_INITS)
     attention_pool: bool = described("self-attention pooling (paper appendix A.1) instead of averaging",
@@ -153,7 +155,7 @@ class DecomposedPromptConfig(SoftPromptConfig):
     title: ClassVar[str] = "DPT, decomposed prompt tuning (Xiao et al., 2023)"
     module: ClassVar[str] = "lamp_engine.prompts.dpt:DecomposedPrompt"
 
-    bottleneck: int = described("bottleneck b of the low-rank product A (l x b) B (b x d)", 10)
+    bottleneck: int = described("bottleneck b of the low-rank product A (l x b) B (b x d)", 10, most=4096)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -172,7 +174,7 @@ class ResidualPromptConfig(SoftPromptConfig):
     title: ClassVar[str] = "Residual prompt tuning (Razdaibiedina et al., 2023)"
     module: ClassVar[str] = "lamp_engine.prompts.residual:ResidualPrompt"
 
-    bottleneck: int = described("hidden width of the reparameterising MLP", 400)
+    bottleneck: int = described("hidden width of the reparameterising MLP", 400, most=65_536)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -195,9 +197,10 @@ class DecomposedPromptTuningConfig(SoftPromptConfig):
     module: ClassVar[str] = "lamp_engine.prompts.dept:DecomposedPromptTuning"
     exports_peft: ClassVar[bool] = False  # its update of the text's own embeddings has no PEFT counterpart
 
-    dept_length: int = described("length m of its shorter prompt (l is the PT budget it matches)", 60)
+    dept_length: int = described("length m of its shorter prompt (l is the PT budget it matches)", 60,
+                                  most=4096)
     rank: int | None = described("rank r of the update A (s x r) B (r x d) of the text's embeddings; empty: "
-                                 "the largest r within PT's budget at the same l", None)
+                                 "the largest r within PT's budget at the same l", None, most=4096)
     pair_lr: float = described("learning rate of the low-rank pair A, B (--lr is the prompt's)", 1e-4)
 
     def __post_init__(self) -> None:
@@ -249,7 +252,7 @@ class LoraConfig(MethodConfig):
     default_lrs: ClassVar[dict[BackboneFamily, float]] = dict.fromkeys(BackboneFamily, 3e-4)
     peft_options: ClassVar[dict[str, Any]] = {}  # what distinguishes a variant, passed to peft.LoraConfig
 
-    rank: int = described("rank r of each update B A", 8)
+    rank: int = described("rank r of each update B A", 8, most=4096)
     alpha: float = described("the update is scaled by alpha / r (alpha / sqrt(r) for rsLoRA)", 16.0)
     dropout: float = described("dropout on the adapted layers' input", 0.0)
     target_modules: str = described(f"linear layers to adapt: 'auto' (PEFT's default per architecture: q_proj,v_proj "
@@ -258,6 +261,7 @@ class LoraConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         positive(self, "rank")
+        bounded(self)
         require(self.alpha > 0, "alpha", f"must be > 0 (alpha 0 makes the update vanish), got {self.alpha}")
         require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
         names = [n.strip() for n in self.target_modules.split(",")]
@@ -339,7 +343,8 @@ class LoraGaConfig(LoraConfig):
     loads_4bit: ClassVar[bool] = False  # PEFT refuses quantised layers
     peft_options: ClassVar[dict[str, Any]] = {"init_lora_weights": "lora_ga"}
 
-    gradient_batches: int = described("training batches whose gradients initialise A and B", 8)
+    gradient_batches: int = described("training batches whose gradients initialise A and B", 8,
+                                       most=10_000)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -97,3 +97,31 @@ def test_try_it_is_limited_per_person_and_minute(database_url, redis_url, monkey
                                   "(LAMP_PREDICTIONS_PER_MINUTE sets the allowance)")
     queue.submit_prediction(run_id, "a fine film", requested_by="carol")
     assert queue.get_queue(queue.PREDICT_QUEUE).count == 4
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"steps": 10_000_000}, "steps: must be at most 1,000,000, got 10,000,000 (a bound no real run needs)"),
+    ({"batch_size": 100_000}, "batch_size: must be at most 4,096, got 100,000 (a bound no real run needs)"),
+    ({"eval_batch_size": 5000}, "eval_batch_size: must be at most 4,096, got 5,000 (a bound no real run needs)"),
+    ({"max_source_length": 10**9}, "max_source_length: must be at most 32,768, got 1,000,000,000 (a bound no real "
+                                   "run needs)"),
+    ({"epochs": 1e6}, "epochs: must be at most 1,000, got 1,000,000.0 (a bound no real run needs)"),
+    ({"length": 100_000, "rank": 2}, "length: must be at most 4,096, got 100,000 (a bound no real run needs)"),
+    ({"method": "lora", "rank": 10**6}, "rank: must be at most 4,096, got 1,000,000 (a bound no real run needs)"),
+    ({"max_train_examples": 10**9}, "max_train_examples: must be at most 100,000,000, got 1,000,000,000 (a bound "
+                                    "no real run needs)"),
+])
+def test_numbers_beyond_what_a_gpu_run_could_want_are_refused_in_one_line(overrides, message):
+    values = {k: v for k, v in TINY.items() if k not in ("length", "rank") or overrides.get("method") is None}
+    with pytest.raises(ConfigError) as refused:
+        RunConfig.from_flat({**values, **overrides})
+    assert str(refused.value) == message
+
+
+def test_the_bounds_are_said_in_the_help_and_the_largest_values_still_pass():
+    from lamp_engine.config import flat_fields
+
+    assert flat_fields()["steps"].help.startswith("optimizer steps (overrides --epochs) (at most 1,000,000)")
+    config = RunConfig.from_flat({**TINY, "steps": 1_000_000, "batch_size": 4096, "max_source_length": 32_768,
+                                  "length": 4096, "rank": 4096, "eval_batch_size": 4096})
+    assert (config.train.steps, config.method.length) == (1_000_000, 4096)

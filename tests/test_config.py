@@ -108,5 +108,5 @@ def test_older_run_configs_with_every_methods_fields_still_load():
 def test_flat_fields_name_each_methods_default():
     fields = flat_fields()
     assert fields["rank"].kind is int and fields["attention_pool"].kind is bool and fields["lr"].kind is float
-    assert "lamp: rank r of the truncated SVD (default: 8)" in fields["rank"].help
+    assert "lamp: rank r of the truncated SVD (at most 4,096) (default: 8)" in fields["rank"].help
     assert fields["verbalizers"].section == "data" and fields["pool"].section == "method"
