@@ -17,14 +17,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from sqlalchemy import delete, exists, insert, select
+from sqlalchemy import Text, cast, delete, exists, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from lamp_common.errors import LampError
 from store.db import session_scope
-from store.models import Blob, RunFile, Upload, utcnow
+from store.models import Blob, Run, RunFile, Upload, utcnow
 from store.settings import MB, host_name, stored_file_limit
 
 UPLOAD_PREFIX = "upload:"
@@ -273,6 +273,24 @@ def store_upload(session: Session, content: bytes, name: str, uploaded_by: str |
                                                   "size": len(content), "uploaded_by": uploaded_by,
                                                   "created_at": utcnow()})
     return f"{UPLOAD_PREFIX}{sha256}{suffix}"
+
+
+def uploads_named(config: dict) -> set[str]:
+    """The SHA-256 of each well-formed upload a stored run config names (its train and eval files)."""
+    data = config.get("data") or {}
+    found = (UPLOAD_REFERENCE.fullmatch(str(data.get(name) or "")) for name in ("train_file", "eval_file"))
+    return {match["sha256"] for match in found if match}
+
+
+def forget_unused_upload(sha256: str) -> None:
+    """Delete an upload that no run still names (deleted runs aside), then its bytes unless a run file shares
+    them; called when a run is deleted, so datasets go with the last run that trained on them."""
+    with session_scope() as session:
+        named = session.scalar(select(exists().where(Run.deleted_at.is_(None),
+                                                     cast(Run.config, Text).contains(sha256))))
+        if not named:
+            session.execute(delete(Upload).where(Upload.sha256 == sha256))
+    forget_unused_blob(sha256)
 
 
 def is_upload(reference: str | None) -> bool:

@@ -62,7 +62,34 @@ def parse_twice() -> None:
 
 
 def test_an_upload_is_parsed_and_stored_once_however_often_the_page_reruns(lamp_home):
-    app = AppTest.from_function(parse_twice).run()
+    app = AppTest.from_function(parse_twice, default_timeout=60).run()
     assert app.markdown[0].value == "upload:20.csv 1 1 1"
     app.run()
     assert app.markdown[0].value == "upload:20.csv 1 1 1"
+
+
+def test_an_upload_goes_with_the_last_run_that_names_it(database_url, redis_url, tmp_path):
+    from sqlalchemy import func, select, update
+
+    from lamp_engine.config import RunConfig
+    from store.accounts import Actor
+    from store.db import session_scope
+    from store.models import Blob, Run, Upload
+    from worker import queue
+
+    (tmp_path / "reviews.csv").write_text("text,label\na warm film,1\na dull film,0\n")
+    config = RunConfig.from_flat({"model": "tiny-t5", "task": "custom", "train_file": str(tmp_path / "reviews.csv")})
+    first, second = queue.submit_run(config), queue.submit_run(config)
+
+    def stored() -> tuple[int, int]:
+        with session_scope() as session:
+            return (session.scalar(select(func.count()).select_from(Upload)),
+                    session.scalar(select(func.count()).select_from(Blob)))
+
+    with session_scope() as session:
+        session.execute(update(Run).values(status="failed"))
+    assert stored() == (1, 1)  # both runs name the one stored copy
+    queue.delete_run(first, Actor("tester", admin=True))
+    assert stored() == (1, 1)  # the second run still trains on it
+    queue.delete_run(second, Actor("tester", admin=True))
+    assert stored() == (0, 0)

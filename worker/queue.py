@@ -34,7 +34,15 @@ from store.accounts import Actor, authorize
 from store.artifacts import TRAINER_STATE
 from store.audit import Action, record_action
 from store.db import session_scope
-from store.files import copy_run_file, forget_unused_blob, is_upload, store_upload, upload_parts
+from store.files import (
+    copy_run_file,
+    forget_unused_blob,
+    forget_unused_upload,
+    is_upload,
+    store_upload,
+    upload_parts,
+    uploads_named,
+)
 from store.models import MetricPoint, Run, RunFile, Sweep, utcnow
 from store.queries import get_run
 from store.settings import max_sweep_runs, os_user, predictions_per_minute, queue_quota
@@ -212,11 +220,13 @@ def retry_run(run_id: int, actor: Actor) -> int:
 
 
 def delete_run(run_id: int, actor: Actor) -> None:
-    """Delete a finished run's files and metric points; its row stays, marked deleted and left out of every list,
-    so its id is never reused and `lamp status` still tells who deleted it. Only its owner or an admin may."""
+    """Delete a finished run's files and metric points, and the datasets it uploaded once no other run names them;
+    its row stays, marked deleted and left out of every list, so its id is never reused and `lamp status` still
+    tells who deleted it. Only its owner or an admin may."""
     run = _authorized(run_id, actor, "delete")
     if run.status not in FINISHED:
         raise LampError(f"run {run_id}: is {run.status}; cancel it first (`lamp cancel {run_id}`), then delete it")
+    uploads = uploads_named(run.config)
     with session_scope() as session:
         blobs = set(session.scalars(select(RunFile.blob).where(RunFile.run_id == run_id, RunFile.blob.is_not(None))))
         session.execute(delete(RunFile).where(RunFile.run_id == run_id))
@@ -225,6 +235,8 @@ def delete_run(run_id: int, actor: Actor) -> None:
         record_action(session, run_id, Action.DELETE, actor.name)
     for sha256 in blobs:
         forget_unused_blob(sha256)
+    for sha256 in uploads:
+        forget_unused_upload(sha256)
 
 
 def queue_position(run_id: int) -> int | None:
