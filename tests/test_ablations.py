@@ -25,7 +25,7 @@ def test_the_levers_are_no_engine_option():
     assert {"factor_lr", "prompt_scale", "pool_init", "residual", "init_vocabulary"} == LEVERS
     assert "lamp_ablation" not in METHODS
     assert not LEVERS & set(flat_fields())
-    with pytest.raises(ConfigError, match="factor_lr: unknown configuration field"):
+    with pytest.raises(ConfigError, match=r"^factor_lr: retired \(a research option of LAMP.s"):
         RunConfig.from_flat({"method": "lamp", "factor_lr": "scaled"})
 
 
