@@ -76,8 +76,8 @@ class TrainConfig:
     warmup_steps: int = described("linear warm-up steps before linear decay", 0, most=1_000_000)
     warmup_ratio: float | None = described("linear warm-up over this fraction of the steps (DPT's code: 0.1); "
                                            "instead of --warmup-steps", None)
-    backbone_dropout: str = described("the frozen model's dropout while training: off (measured default) or on "
-                                      "(as DPT's code trains T5); evaluation always runs without", "off",
+    backbone_dropout: str = described("the frozen model's dropout while training: off (the default) or on (as "
+                                      "DPT's code trains T5); evaluation always runs without", "off",
                                       choices=SWITCH)
     max_grad_norm: float = described("gradient clipping norm (0 disables)", 1.0)
     eval_every: int | str = described("evaluate on the selection split every N steps, or every epoch with "
