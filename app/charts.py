@@ -37,22 +37,28 @@ def curves_chart(frame: pd.DataFrame, metric: str = "loss", height: int = 260, x
     )
 
 
-def joint_dispersion_chart(points: pd.DataFrame, projection: str) -> alt.Chart:
-    """The paper's Figure 6: the prompt tokens of every run in one projection, on one pair of shared axes, one
-    colour per run (and one shape per phase), so the spread of the points is what the eye compares."""
+def projected_points(points: pd.DataFrame, projection: str, title: str) -> alt.Chart:
+    """Prompt tokens of one joint projection (`x`, `y`) on shared axes: what both Dispersion modes draw, each
+    adding its own colours; `title` may name the projection as {name}."""
     name = {"pca": "PCA", "tsne": "t-SNE"}[projection]
     return (
-        alt.Chart(points, title=f"prompt tokens, one {name} fit over all runs (shared axes)")
+        alt.Chart(points, title=title.format(name=name))
         .mark_point(size=60, opacity=0.8, filled=True)
-        .encode(
-            x=alt.X("x:Q", title=f"{name} 1", scale=alt.Scale(zero=False)),
-            y=alt.Y("y:Q", title=f"{name} 2", scale=alt.Scale(zero=False)),
-            color=alt.Color("run:N", title="run"),
-            shape=alt.Shape("phase:N", title="phase", sort=["before", "after"]),
-            tooltip=["run:N", "phase:N", "token:Q", alt.Tooltip("x:Q", format=".3f"),
-                     alt.Tooltip("y:Q", format=".3f")],
-        )
+        .encode(x=alt.X("x:Q", title=f"{name} 1", scale=alt.Scale(zero=False)),
+                y=alt.Y("y:Q", title=f"{name} 2", scale=alt.Scale(zero=False)))
         .properties(height=460)
+    )
+
+
+def joint_dispersion_chart(points: pd.DataFrame, projection: str) -> alt.Chart:
+    """Before and after training: the prompt tokens of every run in one projection, one colour per run and one
+    shape per phase, so the spread of the points is what the eye compares."""
+    return (
+        projected_points(points, projection, "prompt tokens, one {name} fit over all runs (shared axes)")
+        .encode(color=alt.Color("run:N", title="run"),
+                shape=alt.Shape("phase:N", title="phase", sort=["before", "after"]),
+                tooltip=["run:N", "phase:N", "token:Q", alt.Tooltip("x:Q", format=".3f"),
+                         alt.Tooltip("y:Q", format=".3f")])
         .interactive()
     )
 
@@ -60,20 +66,11 @@ def joint_dispersion_chart(points: pd.DataFrame, projection: str) -> alt.Chart:
 def figure6_chart(points: pd.DataFrame, projection: str, colours: dict[str, str]) -> alt.Chart:
     """The paper's Figure 6 as the paper draws it: two sets of prompt tokens in one projection, coloured as
     `colours` maps each set's label (PT's "before" in blue, LAMP's "after" in red), on shared axes."""
-    name = {"pca": "PCA", "tsne": "t-SNE"}[projection]
-    return (
-        alt.Chart(points, title=f"prompt tokens after training, one {name} fit over both runs")
-        .mark_point(size=60, opacity=0.8, filled=True)
-        .encode(
-            x=alt.X("x:Q", title=f"{name} 1", scale=alt.Scale(zero=False)),
-            y=alt.Y("y:Q", title=f"{name} 2", scale=alt.Scale(zero=False)),
-            color=alt.Color("run:N", title=None, sort=list(colours),
-                            scale=alt.Scale(domain=list(colours), range=list(colours.values())),
-                            legend=alt.Legend(orient="top")),
-            tooltip=["run:N", "token:Q", alt.Tooltip("x:Q", format=".3f"), alt.Tooltip("y:Q", format=".3f")],
-        )
-        .properties(height=460)
-    )
+    return projected_points(points, projection, "prompt tokens after training, one {name} fit over both runs").encode(
+        color=alt.Color("run:N", title=None, sort=list(colours),
+                        scale=alt.Scale(domain=list(colours), range=list(colours.values())),
+                        legend=alt.Legend(orient="top")),
+        tooltip=["run:N", "token:Q", alt.Tooltip("x:Q", format=".3f"), alt.Tooltip("y:Q", format=".3f")])
 
 
 def ratio_chart(ratios: pd.DataFrame) -> alt.Chart:

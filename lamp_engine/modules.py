@@ -58,7 +58,7 @@ class MethodModule(nn.Module):
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         """Loads a saved state; entries the method no longer has (a retired option's buffer, e.g. the frozen
-        residual of runs before 0.2) are left out with a warning, so a stored run resumes as today's method."""
+        residual of 0.1 runs) are left out with a warning, so a stored run resumes as today's method."""
         retired = self.load_state_dict(state, strict=False).unexpected_keys
         if retired:
             log.warning("the saved state has %s, which %s no longer has; left out", ", ".join(retired),

@@ -60,9 +60,10 @@ class ServerError(RuntimeError):
     """A private server could not be started."""
 
 
-def free_port() -> int:
+def free_port(address: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (every test server and dashboard of the suite takes one this way)."""
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((address, 0))
         return probe.getsockname()[1]
 
 

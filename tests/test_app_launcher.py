@@ -13,17 +13,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+from private_servers import free_port
 from redis import Redis
 
 from app import launcher
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_port_in_use_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):

@@ -10,49 +10,26 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from browser import CHROMIUM, ROOT, launch_browser, settle, streamlit_app
 from redis import Redis
 
 from store.db import dispose, session_scope
 from store.models import Run
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[1]
 DATA = (ROOT.parent / "shared" / "data").resolve()
 ARTIFACTS = ROOT / "tests" / "artifacts"
-IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 
 pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing: `apt-get install chromium`"),
     pytest.mark.skipif(not DATA.is_dir(), reason=f"benchmark data folder {DATA} is missing"),
     pytest.mark.timeout(240),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_healthy(url: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert server.poll() is None, "streamlit exited"
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"no health answer from {url}")
 
 
 def seed_pt_run(home: Path) -> int:
@@ -92,35 +69,21 @@ def stack(tmp_path, monkeypatch, redis_url):
         monkeypatch.setenv(key, env[key])
     redis = Redis.from_url(redis_url)
     pt_id = seed_pt_run(home)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log = open(tmp_path / "stack.log", "w")  # noqa: SIM115 - closed after the children stop
     worker = subprocess.Popen([sys.executable, "-m", "lamp_cli", "worker"], cwd=ROOT, env=env, stdout=log,
                               stderr=subprocess.STDOUT)
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-                               "--server.address", "127.0.0.1", "--server.headless", "true",
-                               "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
     try:
-        wait_healthy(url, server)
-        yield url, pt_id
+        with streamlit_app(env, log) as url:
+            yield url, pt_id
     finally:
-        for child in (server, worker):
-            child.terminate()
-        for child in (server, worker):
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
         log.close()
         redis.flushdb()
         dispose(env["DATABASE_URL"])
-
-
-def settle(page) -> None:
-    """Wait until Streamlit has finished running the script for the last interaction."""
-    page.wait_for_timeout(300)
-    page.wait_for_selector(IDLE, timeout=60_000)
 
 
 def shoot(page, name: str) -> None:
@@ -162,8 +125,7 @@ def test_launch_watch_compare_disperse_and_download(stack, tmp_path):
 
     url, pt_id = stack
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = launch_browser(playwright)
         page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
 
         page.goto(f"{url}/launch")

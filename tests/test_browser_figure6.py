@@ -7,24 +7,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from browser import CHROMIUM, IDLE, ROOT, launch_browser, streamlit_app
 
 from lamp_engine.config import RunConfig
 from lamp_engine.train import train
 from store.db import dispose, session_scope
 from store.models import Run
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[1]
 DATA = (ROOT.parent / "shared" / "data").resolve()
-IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 CHART = "[data-testid='stVegaLiteChart']"
 
 pytestmark = [
@@ -33,12 +26,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(240),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def store_trained_runs(home: Path, folder: Path) -> dict[str, int]:
@@ -71,30 +58,10 @@ def dashboard(tmp_path, monkeypatch, redis_url):
     for key in ("LAMP_HOME", "DATABASE_URL"):
         monkeypatch.setenv(key, env[key])
     ids = store_trained_runs(home, tmp_path / "trained")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(tmp_path / "streamlit.log", "w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port",
-                                   str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-                                   "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert server.poll() is None, (tmp_path / "streamlit.log").read_text()
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read() == b"ok":
-                        break
-            except OSError:
-                time.sleep(0.3)
-        yield url, ids
+        with open(tmp_path / "streamlit.log", "w") as log, streamlit_app(env, log) as url:
+            yield url, ids
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
         dispose(env["DATABASE_URL"])
 
 
@@ -103,8 +70,7 @@ def test_dispersion_opens_on_figure_6_with_t_sne_two_colours_and_the_caption(das
 
     url, ids = dashboard
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = launch_browser(playwright)
         page = browser.new_page(viewport={"width": 1400, "height": 1200})
         page.goto(f"{url}/dispersion")
         page.wait_for_timeout(300)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from browser import CHROMIUM, ROOT, launch_browser, settle
+from private_servers import free_port
 
 from app.access import hash_password
 from lamp_engine.config import RunConfig
@@ -26,9 +27,6 @@ from store.db import dispose, session_scope
 from store.queries import get_run
 from worker import queue
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[1]
-IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 PASSWORD = "tr0mbone-sunrise-42"
 
 pytestmark = [
@@ -38,17 +36,11 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("0.0.0.0", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def dashboard(tmp_path, redis_url, monkeypatch):
     """`lamp up` bound to every interface, with the one-person password hash (`admin`), the accounts alice and bob
     and no worker; its whole output in a file."""
-    port = free_port()
+    port = free_port("0.0.0.0")
     env = {**os.environ, "LAMP_HOME": str(tmp_path / "home"), "DATABASE_URL": f"sqlite:///{tmp_path / 'lamp.db'}",
            "REDIS_URL": redis_url, "LAMP_PASSWORD_HASH": str(hash_password(PASSWORD)), "HOME": str(tmp_path)}
     for key in ("LAMP_HOME", "DATABASE_URL"):
@@ -76,21 +68,11 @@ def dashboard(tmp_path, redis_url, monkeypatch):
         dispose(env["DATABASE_URL"])
 
 
-def settle(page) -> None:
-    page.wait_for_timeout(300)
-    page.wait_for_selector(IDLE, timeout=60_000)
-
-
 def log_in(page, name: str, password: str) -> None:
     page.get_by_label("name", exact=True).fill(name)
     page.get_by_label("password", exact=True).fill(password)
     page.get_by_role("button", name="Log in").click()
     settle(page)
-
-
-def launch_browser(playwright):
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=[
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
 
 
 def test_a_network_dashboard_asks_for_the_password_and_never_shows_it(dashboard):

@@ -7,24 +7,18 @@ SQLite under a fresh LAMP_HOME, and the task files of ../shared/data beside it, 
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from private_servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 INSTALL_AND_START_S = 900
 RUN_S = 240
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def healthy(port: int) -> bool:

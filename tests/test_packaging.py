@@ -6,7 +6,6 @@ the dashboard; the Alembic scripts live in the top-level migrations/ folder, whi
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from private_servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("wheel", "editable", "checkout")
@@ -176,12 +176,6 @@ def test_migrate_upgrades_sqlite_with_the_scripts_of_that_install(installs, tmp_
     assert found == str(install.migrations), probe.stderr
     assert package == (str(install.migrations / "__init__.py") if install.as_package else "None")
     assert (install.migrations / "env.py").is_file()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.slow
