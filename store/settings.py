@@ -68,6 +68,15 @@ def store_patience_s() -> float:
     return env_number("LAMP_STORE_PATIENCE_S", 600)
 
 
+def auto_retries() -> int:
+    """How many times in a row a run whose worker died (found by reconcile) is queued again, resuming from its
+    checkpoint; 0 leaves it failed (LAMP_AUTO_RETRY)."""
+    value = env_number("LAMP_AUTO_RETRY", 1)
+    if not value.is_integer():
+        raise SettingError(f"LAMP_AUTO_RETRY: {value:g} is not a whole number of retries; set e.g. 1, or 0 for none")
+    return int(value)
+
+
 def login_failures_per_name() -> int:
     """Failed logins for one name within the lock window that lock it (LAMP_LOGIN_FAILURES_PER_NAME)."""
     return int(env_number("LAMP_LOGIN_FAILURES_PER_NAME", 5, minimum=1))

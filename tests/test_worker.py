@@ -17,6 +17,7 @@ from lamp_common.result import RunResult
 from lamp_engine.config import RunConfig
 from store.accounts import Actor
 from store.artifacts import artifact_path
+from store.audit import actions_on
 from store.db import session_scope
 from store.queries import get_run, list_runs, metric_series
 from store.settings import host_name
@@ -162,10 +163,12 @@ def test_killed_worker_is_reconciled_to_failed_and_its_retry_succeeds(lamp_home,
         after = {run.id: run.to_dict() for run in list_runs(session)}
     assert after[victim]["status"] == "failed"
     assert after[victim]["error"].startswith("reconcile: its worker process") and "died" in after[victim]["error"]
-    assert {k: v for k, v in after.items() if k != victim} == {k: v for k, v in before.items() if k != victim}
+    (retry,) = set(after) - set(before)  # queued again at once (LAMP_AUTO_RETRY, default 1)
+    assert (after[retry]["status"], after[retry]["parent_id"]) == ("queued", victim)
+    assert {k: v for k, v in after.items() if k not in (victim, retry)} == {
+        k: v for k, v in before.items() if k != victim}
     assert queue.reconcile() == []
     queue.cancel_run(waiting, ADMIN)
-    retry = queue.retry_run(victim, ADMIN)
     finish(start_worker("--burst"))
     final = row(retry)
     assert (final["status"], final["parent_id"], final["step"]) == ("succeeded", victim, VICTIM_STEPS), final["error"]
@@ -202,3 +205,24 @@ def test_worker_maintenance_reconciles_the_store(lamp_home, redis_url):
     worker.run_maintenance_tasks()
     assert (row(lost)["status"], row(lost)["error"]) == (
         "failed", "reconcile: its job vanished from Redis before it started (Redis restarted or was flushed)")
+
+
+@pytest.mark.parametrize("limit", ["0", "1", "2"])
+def test_reconcile_queues_a_dead_run_again_up_to_lamp_auto_retry_times_in_a_row(lamp_home, redis_url, monkeypatch,
+                                                                                 limit):
+    monkeypatch.setenv("LAMP_AUTO_RETRY", limit)
+    chain = [queue.submit_run(tiny_config())]
+    for _ in range(3):
+        redis_connection().flushdb()  # every job vanishes, as after a Redis restart without its data
+        assert queue.reconcile() == [chain[-1]]
+        with session_scope() as session:
+            retries = [run.id for run in list_runs(session) if run.parent_id == chain[-1]]
+        if not retries:
+            break
+        assert row(retries[0])["status"] == "queued"
+        chain += retries
+    assert len(chain) == int(limit) + 1
+    assert all(row(run_id)["error"].startswith("reconcile: its job vanished") for run_id in chain)
+    with session_scope() as session:
+        recorded = [(a.action, a.actor, a.detail) for a in actions_on(session, chain[0])]
+    assert recorded == ([("retry", "reconcile", f"as run {chain[1]} (LAMP_AUTO_RETRY)")] if limit != "0" else [])

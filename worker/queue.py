@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import socket
 import time
@@ -45,9 +46,11 @@ from store.files import (
 )
 from store.models import MetricPoint, Run, RunFile, Sweep, utcnow
 from store.queries import get_run
-from store.settings import max_sweep_runs, os_user, predictions_per_minute, queue_quota
+from store.settings import auto_retries, max_sweep_runs, os_user, predictions_per_minute, queue_quota
 from store.status import ACTIVE, FINISHED, RETRYABLE, WITH_PROMPT, RunStatus
 from worker.connection import redis_connection
+
+log = logging.getLogger(__name__)
 
 TRAIN_QUEUE = "lamp"
 PREDICT_QUEUE = "lamp-predict"
@@ -58,6 +61,8 @@ RESULT_TTL_S = 7 * 24 * 3600
 TRAIN_JOB = "worker.jobs.run_training"
 PREDICT_JOB = "worker.jobs.run_prediction"
 ENDED_JOB_STATUSES = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+RECONCILED = "reconcile: "  # the start of the error of a run that reconcile marked failed
+AUTO_RETRY_ACTOR = "reconcile"  # who the audit names for an automatic retry
 
 
 def get_queue(name: str = TRAIN_QUEUE, connection: Redis | None = None) -> Queue:
@@ -106,12 +111,14 @@ def check_quota(session: Any, person: str, adding: int) -> None:
 
 
 def submit_run(config: RunConfig, sweep_id: int | None = None, parent_id: int | None = None,
-               job_timeout: int = DEFAULT_JOB_TIMEOUT_S, submitted_by: str | None = None) -> int:
+               job_timeout: int = DEFAULT_JOB_TIMEOUT_S, submitted_by: str | None = None,
+               within_quota: bool = True) -> int:
     """Store a queued run and enqueue its job; returns the run id.
 
     The job is enqueued inside the row's transaction, so a committed queued row always has its job in Redis
     (reconcile relies on that); a worker that dequeues it before the commit waits for the row to appear. A
     retry (parent_id) inherits its parent's last checkpoint in the same transaction, before a worker can start.
+    An automatic retry (within_quota=False) skips the queue quota: its run was admitted once already.
     """
     submitted_by = submitted_by or os_user()
     config = RunConfig.from_dict(config.to_dict())  # re-validate: the caller may have edited fields since
@@ -119,7 +126,8 @@ def submit_run(config: RunConfig, sweep_id: int | None = None, parent_id: int | 
     queue = get_queue(TRAIN_QUEUE)
     config = _uploaded_data(config, submitted_by)
     with session_scope() as session:
-        check_quota(session, submitted_by, 1)
+        if within_quota:
+            check_quota(session, submitted_by, 1)
         run = Run(config=config.to_dict(), method=config.method.name, model=config.model, task=config.task,
                   status=RunStatus.QUEUED, created_at=utcnow(), sweep_id=sweep_id, parent_id=parent_id,
                   progress=0.0, step=0, stop_requested=False, submitted_by=submitted_by)
@@ -311,11 +319,43 @@ def _clean_started_registries(connection: Redis, queue_names: Sequence[str]) -> 
         StartedJobRegistry(name, connection=connection, serializer=JSONSerializer).cleanup()
 
 
+def _reconciled_in_a_row(session: Any, run_id: int) -> int:
+    """How many runs in a row, ending with this one, reconcile marked failed (each the parent of the next)."""
+    count, current = 0, run_id
+    while current is not None:
+        parent_id, error = session.execute(select(Run.parent_id, Run.error).where(Run.id == current)).one()
+        if not (error or "").startswith(RECONCILED):
+            break
+        count, current = count + 1, parent_id
+    return count
+
+
+def _retry_reconciled(run_id: int) -> int | None:
+    """Queue a run that reconcile marked failed again, as its retry (from its last checkpoint, on any worker),
+    unless LAMP_AUTO_RETRY retries in a row were spent already; the new run's id, or None."""
+    with session_scope() as session:
+        if _reconciled_in_a_row(session, run_id) > auto_retries():
+            return None
+        run = get_run(session, run_id)
+        stored, sweep_id, owner = run.config, run.sweep_id, run.submitted_by
+    try:
+        new_id = submit_run(RunConfig.from_stored(stored, f"run {run_id}"), sweep_id=sweep_id, parent_id=run_id,
+                            submitted_by=owner, within_quota=False)
+    except LampError as exc:  # e.g. a config that today's checks refuse: the run stays failed, with its reason
+        log.warning("run %s: not retried automatically (%s)", run_id, exc)
+        return None
+    with session_scope() as session:
+        record_action(session, run_id, Action.RETRY, AUTO_RETRY_ACTOR, detail=f"as run {new_id} (LAMP_AUTO_RETRY)")
+    return new_id
+
+
 def reconcile(connection: Redis | None = None) -> list[int]:
-    """Mark failed, with a reason, every queued run whose job vanished and every running run whose worker died.
+    """Mark failed, with a reason, every queued run whose job vanished and every running run whose worker died,
+    and queue each again (LAMP_AUTO_RETRY times in a row at most), resuming from its checkpoint.
 
     Only queued and running rows are examined, and each is changed only if it still has the status it was
-    read with, so finished runs and runs that progress meanwhile are never touched. Returns the runs marked.
+    read with, so finished runs and runs that progress meanwhile are never touched, and of two reconciles
+    racing on one run only the one that marked it retries it. Returns the runs marked.
     """
     connection = connection or redis_connection()
     _clean_started_registries(connection, DEFAULT_QUEUES)
@@ -327,8 +367,9 @@ def reconcile(connection: Redis | None = None) -> list[int]:
     for run in candidates:
         problem = _queued_problem if run.status == RunStatus.QUEUED else _running_problem
         reason = problem(run, connection)
-        if reason and _set_status(run.id, RunStatus(run.status), RunStatus.FAILED, error=f"reconcile: {reason}"):
+        if reason and _set_status(run.id, RunStatus(run.status), RunStatus.FAILED, error=RECONCILED + reason):
             marked.append(run.id)
+            _retry_reconciled(run.id)
     return marked
 
 

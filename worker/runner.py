@@ -17,7 +17,7 @@ from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
 from store.db import ensure_schema
-from store.settings import store_patience_s, stored_file_limit
+from store.settings import auto_retries, store_patience_s, stored_file_limit
 from worker.checkpoints import CheckpointPolicy
 from worker.connection import redis_connection
 from worker.queue import DEFAULT_QUEUES, reconcile
@@ -95,6 +95,7 @@ def check_settings() -> None:
     CheckpointPolicy.from_env()
     stored_file_limit()
     store_patience_s()
+    auto_retries()
 
 
 def worker_name(gpu: str | None) -> str:
