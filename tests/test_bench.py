@@ -149,6 +149,7 @@ def test_table_via_queue_stores_and_queues_every_run(lamp_home, redis_url, tmp_p
     assert len(get_queue().job_ids) == len(planned) == 4
 
 
+@pytest.mark.slow
 def test_curve_scores_every_variant_at_the_same_steps_and_reads_the_time_to_accuracy(tmp_path):
     out = tmp_path / "curve"
     assert main(["bench", "curve", "--model", "tiny-t5", "--tasks", "sst2", "--seeds", "1,2", "--steps", "4",
@@ -192,6 +193,7 @@ def test_a_variant_with_its_own_budget_trains_and_is_scored_to_its_own_last_step
         .endswith("| – |")  # nothing scored past PT's budget
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_seeds_a_report_has_and_runs_only_the_others(tmp_path, capsys):
     out = tmp_path / "curve"
     run = ["bench", "curve", "--model", "tiny-t5", "--tasks", "sst2", "--steps", "2", "--eval-at", "1,2",

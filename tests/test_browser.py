@@ -119,6 +119,7 @@ def set_number(page, label: str, value: int) -> None:
     settle(page)
 
 
+@pytest.mark.slow
 def test_launch_watch_compare_disperse_and_download(stack, tmp_path):
     from playwright.sync_api import expect, sync_playwright
     from safetensors.numpy import load_file

@@ -163,6 +163,7 @@ def test_dry_run_with_a_wheel_folder_that_does_not_suit_the_gpu_machine_fails_th
     assert steps["queued-run"]["outcome"] == "skipped" and "not selected" in steps["queued-run"]["detail"]
 
 
+@pytest.mark.slow
 def test_a_step_past_its_limit_is_ended_with_everything_it_started(tmp_path: Path) -> None:
     """The check must stop by itself: a queued run given 5 s is ended, its worker, the job's horse and the embedded
     Redis too, all before the check returns, and check.log already ends with the cleanup's last line then."""

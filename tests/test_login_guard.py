@@ -61,6 +61,7 @@ def try_password(at: AppTest, name: str, password: str) -> str:
     return shown(at.error[0].value) if at.error else at.title[0].value
 
 
+@pytest.mark.slow
 def test_fifty_wrong_passwords_from_ten_sessions_lock_the_name_and_log_fifty_lines(dashboard_on, caplog,
                                                                                   redis_url):
     dashboard_on("0.0.0.0")

@@ -80,6 +80,7 @@ def test_the_private_servers_are_real_and_answer_on_loopback():
     assert not folder.exists()
 
 
+@pytest.mark.slow
 @needs_private
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["ctrl-c", "term", "kill"])
 def test_an_interrupted_session_leaves_no_server_and_no_folder(tmp_path, how):

@@ -127,6 +127,7 @@ for i in range(50):
 """
 
 
+@pytest.mark.slow
 def test_200_submissions_from_4_processes_give_200_distinct_runs(database_url, redis_url, monkeypatch):
     monkeypatch.setenv("LAMP_QUEUE_QUOTA", "200")  # one OS user submits them all
     processes = [subprocess.Popen([sys.executable, "-c", SUBMITTER, str(worker)], cwd=REPO_ROOT,
@@ -142,6 +143,7 @@ def test_200_submissions_from_4_processes_give_200_distinct_runs(database_url, r
     assert set(queue.get_queue().job_ids) == {run.job_id for run in stored}
 
 
+@pytest.mark.slow
 def test_cli_submit_status_runs_cancel_retry(lamp_home, redis_url):
     submitted = lamp("submit", "--model", "tiny-t5", "--task", "cb", "--rank", "3", "--length", "8")
     assert submitted.returncode == 0, submitted.stderr
@@ -187,6 +189,7 @@ def test_cli_bad_input_is_one_line_and_exit_code_2(lamp_home, redis_url, args, e
     assert done.stderr.startswith(message) and done.stderr.count("\n") == 1, done.stderr
 
 
+@pytest.mark.slow
 def test_embedded_redis_is_started_once_and_shared_by_processes(tmp_path, monkeypatch):
     monkeypatch.setenv("LAMP_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("REDIS_URL", raising=False)

@@ -116,6 +116,7 @@ def store_as_release_0_1(run_id: int, status: str) -> None:
         session.execute(update(Run).where(Run.id == run_id).values(config=stored_config(), status=status))
 
 
+@pytest.mark.slow
 def test_a_stored_run_retries_and_the_worker_trains_it(lamp_home, redis_url, caplog):
     base = RunConfig.from_stored(stored_config())
     parent = queue.submit_run(base)

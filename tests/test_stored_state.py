@@ -22,6 +22,7 @@ class Payload:
         return Path.write_text, (self.marker, "ran")
 
 
+@pytest.mark.slow
 def test_a_real_saved_state_with_evaluations_loads_weights_only_and_resumes(tmp_path):
     steps_seen = []
     callbacks = Callbacks(on_step=lambda step, total, values, seconds: steps_seen.append(step),

@@ -27,6 +27,7 @@ def lamp_train(tmp_path: Path, *flags: str) -> dict:
     return json.loads((output / "result.json").read_text())
 
 
+@pytest.mark.slow
 @needs_data
 def test_lamp_train_on_cb_records_metrics_and_split_policy(tmp_path):
     result = lamp_train(tmp_path, "--task", "cb", "--data-dir", str(DATA))
@@ -38,6 +39,7 @@ def test_lamp_train_on_cb_records_metrics_and_split_policy(tmp_path):
     assert policy["test"] == "superglue/CB/val.jsonl (56 examples)"
 
 
+@pytest.mark.slow
 def test_lamp_train_on_a_custom_csv_file(tmp_path):
     train_file = tmp_path / "reviews.csv"
     rows = [f"\"a {'wonderful' if i % 2 else 'dreadful'} film, number {i}\",{i % 2}" for i in range(30)]

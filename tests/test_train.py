@@ -78,6 +78,7 @@ def test_cpu_runs_repeat_exactly(tmp_path):
         load_file(str(tmp_path / "b" / "prompt.safetensors"))["prompt"])
 
 
+@pytest.mark.slow
 def test_saved_prompt_reloads_bit_identical(tmp_path):
     config = tiny(method="lamp", pool=1, attention_pool=True)
     train(config, tmp_path / "run")
@@ -99,6 +100,7 @@ def test_gradients_reach_u_q_and_v_only():
     assert all(p.grad is None and not p.requires_grad for p in backbone.model.parameters())
 
 
+@pytest.mark.slow
 def test_peft_folder_reproduces_our_seq2seq_logits(tmp_path):
     from peft import PeftModel
 
@@ -116,6 +118,7 @@ def test_peft_folder_reproduces_our_seq2seq_logits(tmp_path):
     torch.testing.assert_close(ours, theirs)
 
 
+@pytest.mark.slow
 def test_peft_folder_reproduces_our_causal_logits(tmp_path):
     from peft import PeftModel
 
@@ -182,6 +185,7 @@ def test_predict_scores_typed_text_with_the_trained_prompt(tmp_path):
     assert all(score < 0 for o in out for score in o["scores"].values())  # log-likelihoods
 
 
+@pytest.mark.slow
 def test_causal_single_token_shortcut_scores_like_the_full_path():
     from lamp_engine.tasks import Example
 
@@ -210,6 +214,7 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_in_one_line_and_fp32_does_not(m
     assert message.startswith("dtype bf16: this CPU has neither avx512_bf16 nor AMX") and "--dtype fp32" in message
 
 
+@pytest.mark.slow
 def test_bf16_backbone_on_cpu_scores_like_fp32_and_trains_an_fp32_prompt(tmp_path):
     from lamp_engine.tasks import Example
 
@@ -230,6 +235,7 @@ def test_bf16_backbone_on_cpu_scores_like_fp32_and_trains_an_fp32_prompt(tmp_pat
     assert load_file(str(tmp_path / "run" / "prompt.safetensors"))["prompt"].dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_a_checkpoint_taken_mid_run_resumes_elsewhere_to_the_same_losses(tmp_path):
     """The worker stores checkpoints; a retry on another host puts the last one in a fresh folder and resumes."""
     kept: dict[int, bytes] = {}
@@ -248,6 +254,7 @@ def test_a_checkpoint_taken_mid_run_resumes_elsewhere_to_the_same_losses(tmp_pat
         [p["loss"] for p in straight.history["train"]], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluation_every_epoch_keeps_the_best_prompt_and_patience_stops_early(tmp_path):
     config = tiny(k_shot=8, batch_size=4, steps=None, epochs=10, eval_every="epoch", patience=2, pool=1)
     result = train(config, tmp_path / "run")
