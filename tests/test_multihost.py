@@ -2,9 +2,9 @@
 a dashboard (this process, LAMP_HOME=A) and two workers (LAMP_HOME=B and LAMP_HOME=C, started as `lamp worker`).
 
 A run on a CSV uploaded through the dashboard's backend trains on B; a second run is killed with kill -9 on B,
-retried, and resumes on C from its stored checkpoint. Then B's and C's folders are deleted, and A still
-downloads the prompt, loads the dispersion, exports the run, and has C answer a "try it" prediction: everything
-comes from the store.
+retried by reconcile (LAMP_AUTO_RETRY), and resumes on C from its stored checkpoint. Then B's and C's folders are
+deleted, and A still downloads the prompt, loads the dispersion, exports the run, and has C answer a "try it"
+prediction: everything comes from the store.
 """
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ from pathlib import Path
 
 import pytest
 from safetensors.numpy import load
+from sqlalchemy import select
 
 from app import backend
 from app.forms import LaunchRequest
-from store.accounts import Actor
 from store.db import session_scope
+from store.models import Run
 from store.queries import get_run
 from store.status import FINISHED
 from worker import queue
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-ADMIN = Actor("tester", admin=True)  # the queue's actions take the acting user
 CSV = "review,stars\n" + "".join(f"{'a warm funny film' if i % 2 else 'a dull tired film'} {i},{i % 2}\n"
                                  for i in range(40))
 RUN = {"model": "tiny-t5", "task": "custom", "text_column": "review", "label_column": "stars",
@@ -102,7 +102,8 @@ def test_runs_train_on_b_resume_on_c_and_the_dashboard_on_a_needs_neither_folder
     assert queue.reconcile() == [second]
     failed = row(second)
     assert failed["status"] == "failed" and failed["step"] < steps
-    retry = queue.retry_run(second, ADMIN)
+    with session_scope() as session:  # reconcile queued it again (LAMP_AUTO_RETRY, default 1)
+        (retry,) = session.scalars(select(Run.id).where(Run.parent_id == second))
     assert row(retry)["checkpoint_step"] == failed["checkpoint_step"] >= killed_at["checkpoint_step"]
     finish(start_worker("C", "--burst"))
     resumed = row(retry)
