@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import func, select
@@ -125,3 +126,19 @@ def test_the_bounds_are_said_in_the_help_and_the_largest_values_still_pass():
     config = RunConfig.from_flat({**TINY, "steps": 1_000_000, "batch_size": 4096, "max_source_length": 32_768,
                                   "length": 4096, "rank": 4096, "eval_batch_size": 4096})
     assert (config.train.steps, config.method.length) == (1_000_000, 4096)
+
+
+def test_parallel_submissions_cannot_share_the_last_places_of_a_quota(database_url, redis_url, monkeypatch):
+    monkeypatch.setenv("LAMP_QUEUE_QUOTA", "3")
+
+    def submit(seed: int) -> str:
+        try:
+            queue.submit_run(RunConfig.from_flat({**TINY, "seed": seed}), submitted_by="alice")
+            return "queued"
+        except LampError as exc:
+            return str(exc).split(":")[0]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = sorted(pool.map(submit, range(8)))
+    assert outcomes == ["queue quota"] * 5 + ["queued"] * 3
+    assert stored_counts() == (3, 0) and queue.get_queue().count == 3

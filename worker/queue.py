@@ -14,12 +14,13 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import psutil
 from redis import Redis
+from redis.exceptions import LockError
 from rq import Queue, Worker
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
@@ -63,6 +64,7 @@ PREDICT_JOB = "worker.jobs.run_prediction"
 ENDED_JOB_STATUSES = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 RECONCILED = "reconcile: "  # the start of the error of a run that reconcile marked failed
 AUTO_RETRY_ACTOR = "reconcile"  # who the audit names for an automatic retry
+QUOTA_LOCK_S = 60  # the longest a person's submission may hold their quota lock
 
 
 def get_queue(name: str = TRAIN_QUEUE, connection: Redis | None = None) -> Queue:
@@ -100,8 +102,23 @@ def _inherit_checkpoint(session: Any, parent_id: int, run: Run) -> None:
         run.checkpoint_step = step
 
 
+@contextlib.contextmanager
+def quota_counted(person: str) -> Iterator[None]:
+    """Hold the person's quota lock (in Redis, shared by every dashboard and CLI) while their queued runs are
+    counted and the new ones stored, so that parallel submissions cannot each see room for the same last slot."""
+    lock = redis_connection().lock(f"lamp:quota:{person}", timeout=QUOTA_LOCK_S, blocking_timeout=QUOTA_LOCK_S)
+    if not lock.acquire():
+        raise LampError(f"queue quota: another submission by {person} is still being queued; try again")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(LockError):  # expired while a huge sweep was stored: nothing left to release
+            lock.release()
+
+
 def check_quota(session: Any, person: str, adding: int) -> None:
-    """Refuse, with one line, `adding` more queued runs that would take the person past their queue quota."""
+    """Refuse, with one line, `adding` more queued runs that would take the person past their queue quota
+    (called under quota_counted, in the transaction that stores them)."""
     quota = queue_quota()
     waiting = session.scalar(select(func.count()).select_from(Run)
                              .where(Run.submitted_by == person, Run.status == RunStatus.QUEUED)) or 0
@@ -118,13 +135,20 @@ def submit_run(config: RunConfig, sweep_id: int | None = None, parent_id: int | 
     The job is enqueued inside the row's transaction, so a committed queued row always has its job in Redis
     (reconcile relies on that); a worker that dequeues it before the commit waits for the row to appear. A
     retry (parent_id) inherits its parent's last checkpoint in the same transaction, before a worker can start.
-    An automatic retry (within_quota=False) skips the queue quota: its run was admitted once already.
+    A run admitted already (within_quota=False: an automatic retry, or one run of a sweep that was counted whole)
+    skips the queue quota.
     """
     submitted_by = submitted_by or os_user()
     config = RunConfig.from_dict(config.to_dict())  # re-validate: the caller may have edited fields since
     refuse_formula(config.model, "model")  # listed in tables that are downloaded as CSV
     queue = get_queue(TRAIN_QUEUE)
     config = _uploaded_data(config, submitted_by)
+    with quota_counted(submitted_by) if within_quota else contextlib.nullcontext():
+        return _store_and_enqueue(queue, config, sweep_id, parent_id, job_timeout, submitted_by, within_quota)
+
+
+def _store_and_enqueue(queue: Queue, config: RunConfig, sweep_id: int | None, parent_id: int | None,
+                       job_timeout: int, submitted_by: str, within_quota: bool) -> int:
     with session_scope() as session:
         if within_quota:
             check_quota(session, submitted_by, 1)
@@ -147,14 +171,16 @@ def submit_sweep(configs: list[RunConfig], grid: dict[str, list[Any]], name: str
     Nothing is queued when the sweep is over the size limit or the submitter's queue quota."""
     refuse_formula(name, "sweep name")
     grid_size(grid, max_sweep_runs())
-    redis_connection()  # fail before storing a sweep that could not be queued
-    with session_scope() as session:
-        check_quota(session, submitted_by or os_user(), len(configs))
-        sweep = Sweep(name=name, grid={key: list(values) for key, values in grid.items()}, created_at=utcnow())
-        session.add(sweep)
-        session.flush()
-        sweep_id = sweep.id
-    return sweep_id, [submit_run(config, sweep_id=sweep_id, submitted_by=submitted_by) for config in configs]
+    submitted_by = submitted_by or os_user()
+    with quota_counted(submitted_by):  # also fails before storing a sweep that could not be queued
+        with session_scope() as session:
+            check_quota(session, submitted_by, len(configs))
+            sweep = Sweep(name=name, grid={key: list(values) for key, values in grid.items()}, created_at=utcnow())
+            session.add(sweep)
+            session.flush()
+            sweep_id = sweep.id
+        return sweep_id, [submit_run(config, sweep_id=sweep_id, submitted_by=submitted_by, within_quota=False)
+                          for config in configs]
 
 
 def _set_status(run_id: int, expected: RunStatus, status: RunStatus, actor: Actor | None = None,
