@@ -10,12 +10,17 @@ moved into the store are read from this host's LAMP_HOME.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
+import os
+import re
+import shutil
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -23,7 +28,6 @@ from redis.exceptions import RedisError
 from app import files
 from app.forms import LaunchRequest
 from lamp_common.errors import LampError
-from lamp_engine.config import RunConfig
 from store import queries
 from store.accounts import Actor
 from store.artifacts import ArtifactError, artifact_path
@@ -32,12 +36,11 @@ from store.db import ensure_schema, lamp_home, session_scope
 from store.files import (
     RunFileError,
     StoredFile,
-    fetch_upload,
-    is_upload,
     read_run_file,
     read_run_folder,
     store_upload,
     stored_files,
+    upload_suffix,
 )
 from store.models import Run
 from store.status import RunStatus
@@ -45,6 +48,7 @@ from worker.connection import QueueUnavailable
 
 RECORD_FIELDS = tuple(column.key for column in Run.__table__.columns)
 USER_KEY = "lamp.user"  # the session's logged-in user
+PENDING_UPLOAD_S = 24 * 3600  # how long a file picked in the form waits for Launch
 ADMIN_KEY = "lamp.admin"  # whether that user is an admin (app/login.py re-reads both on every page run)
 __all__ = ["QueueUnavailable"]
 log = logging.getLogger(__name__)
@@ -150,6 +154,7 @@ def workers_up() -> list[dict[str, Any]]:
 
 def submit(request: LaunchRequest, name: str) -> list[int]:
     """Enqueue the request's runs (validated first): one run, or a sweep over its grid. Returns the run ids."""
+    request = with_stored_uploads(request)
     if not request.is_sweep:
         return [_queue_call("submit_run", request.configs[0], submitted_by=submitter())]
     _, run_ids = _queue_call("submit_sweep", request.configs, request.grid, name, submitted_by=submitter())
@@ -185,15 +190,42 @@ def store_upload_file(content: bytes, name: str) -> str:
         return store_upload(session, content, name, uploaded_by=submitter())
 
 
-def with_local_uploads(config: RunConfig) -> RunConfig:
-    """The config with its uploaded files fetched into this host's cache (to count a run's examples here)."""
-    names = [f.name for f in dataclasses.fields(config.data) if is_upload(getattr(config.data, f.name))]
-    if not names:
-        return config
-    with session_scope() as session:
-        local = {name: str(fetch_upload(session, getattr(config.data, name), lamp_home() / "uploads"))
-                 for name in names}
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, **local))
+def pending_uploads() -> Path:
+    """Where this dashboard keeps files picked in the Launch form until Launch stores them."""
+    return lamp_home() / "uploads" / "pending"
+
+
+def keep_pending_upload(content: bytes, name: str) -> Path:
+    """Keep a file picked in the form on this host only, under its content hash and its own (tidied) name, until
+    Launch stores it (`with_stored_uploads`). Picked files untouched for PENDING_UPLOAD_S are removed first, so a
+    file picked and never launched leaves nothing behind, here or in the store."""
+    suffix = upload_suffix(name)  # refuses a kind of file the store would refuse
+    forget_stale_pending_uploads()
+    stem = re.sub(r"[^\w-]", "_", PurePosixPath(name).stem).strip("_") or "upload"
+    path = pending_uploads() / hashlib.sha256(content).hexdigest() / f"{stem}{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        path.write_bytes(content)
+    os.utime(path.parent)  # picked again: fresh
+    return path
+
+
+def forget_stale_pending_uploads() -> None:
+    if not pending_uploads().is_dir():
+        return
+    for folder in pending_uploads().iterdir():
+        if time.time() - folder.stat().st_mtime > PENDING_UPLOAD_S:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def with_stored_uploads(request: LaunchRequest) -> LaunchRequest:
+    """The request naming, instead of each file pending on this host, its copy in the store (stored once, however
+    many runs name it, by the person who launches), which a worker on any host fetches."""
+    path = Path(request.values.get("train_file") or "")
+    if not (path.is_file() and path.resolve().is_relative_to(pending_uploads().resolve())):
+        return request
+    return dataclasses.replace(request, values={**request.values,
+                                                "train_file": store_upload_file(path.read_bytes(), path.name)})
 
 
 @dataclass(frozen=True)

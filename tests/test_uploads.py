@@ -1,4 +1,4 @@
-"""Uploads (issue 30): a size limit before the bytes are read, parsed and stored once per content, and the
+"""Uploads (issue 30): a size limit before the bytes are read, parsed once and stored once, on Launch, and the
 dashboard's Streamlit started with that limit and without its developer toolbar."""
 
 from __future__ import annotations
@@ -36,36 +36,67 @@ def parse_twice() -> None:
     """An AppTest script: the launch page's reader given the same upload on two reruns."""
     import pandas as pd
     import streamlit as st
+    from sqlalchemy import func, select
 
-    from app import backend
     from app.views import launch
+    from store.db import session_scope
+    from store.models import Upload
 
-    calls = st.session_state.setdefault("calls", {"parse": 0, "store": 0})
+    calls = st.session_state.setdefault("calls", {"parse": 0})
+    real = pd.read_csv
 
-    def counted(name, real):
-        def wrapper(*args, **kwargs):
-            calls[name] += 1
-            return real(*args, **kwargs)
-        return wrapper
+    def counted(*args, **kwargs):
+        calls["parse"] += 1
+        return real(*args, **kwargs)
 
-    launch.pd.read_csv = counted("parse", pd.read_csv)
-    backend.store_upload_file = counted("store", lambda data, name: f"upload:{len(data)}.csv")
+    launch.pd.read_csv = counted
 
-    class Upload:
-        name, size = "data.csv", 20
+    class Picked:
+        name, size = "my data.csv", 20
 
         def getvalue(self) -> bytes:
             return b"text,label\na film,1\n"
 
-    reference, frame = launch.read_upload(Upload())
-    st.write(f"{reference} {len(frame)} {calls['parse']} {calls['store']}")
+    path, frame = launch.read_upload(Picked())
+    with session_scope() as session:
+        stored = session.scalar(select(func.count()).select_from(Upload))
+    st.write(f"{path.rsplit('/', 1)[1]} {len(frame)} parsed {calls['parse']} stored {stored}")
 
 
-def test_an_upload_is_parsed_and_stored_once_however_often_the_page_reruns(lamp_home):
+def test_an_upload_is_parsed_once_however_often_the_page_reruns_and_stored_only_on_launch(lamp_home):
     app = AppTest.from_function(parse_twice, default_timeout=60).run()
-    assert app.markdown[0].value == "upload:20.csv 1 1 1"
+    assert app.markdown[0].value == "my_data.csv 1 parsed 1 stored 0"
     app.run()
-    assert app.markdown[0].value == "upload:20.csv 1 1 1"
+    assert app.markdown[0].value == "my_data.csv 1 parsed 1 stored 0"
+
+
+def test_launch_stores_a_picked_file_once_for_a_sweep_and_a_file_never_launched_goes(database_url, redis_url):
+    import os
+    import time
+
+    from sqlalchemy import select
+
+    from app import backend
+    from app.forms import LaunchRequest
+    from store.db import session_scope
+    from store.models import Run, Upload
+
+    content = b"text,label\na warm film,1\na dull film,0\n"
+    picked = backend.keep_pending_upload(content, "reviews.csv")
+    request = LaunchRequest(values={"model": "tiny-t5", "task": "custom", "train_file": str(picked), "steps": 2},
+                            grid={"seed": [1, 2]})
+    run_ids = backend.submit(request, "two seeds")
+    with session_scope() as session:
+        uploads = session.scalars(select(Upload)).all()
+        named = {session.get(Run, run_id).config["data"]["train_file"] for run_id in run_ids}
+    assert [(u.name, u.size) for u in uploads] == [("reviews.csv", len(content))]
+    assert named == {f"upload:{uploads[0].sha256}.csv"}  # both runs name the one stored copy, not a host's path
+
+    never = backend.keep_pending_upload(b"text,label\nnever launched,1\n", "other.csv")
+    day_ago = time.time() - backend.PENDING_UPLOAD_S - 60
+    os.utime(never.parent, (day_ago, day_ago))
+    again = backend.keep_pending_upload(content, "reviews.csv")  # picking a file tidies the stale ones
+    assert again == picked and again.is_file() and not never.parent.exists()
 
 
 def test_an_upload_goes_with_the_last_run_that_names_it(database_url, redis_url, tmp_path):

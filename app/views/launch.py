@@ -7,7 +7,6 @@ anything is submitted. Nothing is enqueued unless every run of the request passe
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 from pathlib import Path
 from typing import Any
@@ -90,19 +89,19 @@ def choose_model() -> tuple[str, ModelShape | None]:
 
 
 def read_upload(upload: Any) -> tuple[str, pd.DataFrame]:
-    """Parse an uploaded CSV/JSONL and keep it in the store, so the worker that trains on it, on whichever host,
-    fetches it; returns the reference the run's config names, and the table. Both are kept in the session by the
-    file's content hash, so a rerun (every widget change) neither parses nor stores it again."""
+    """Parse an uploaded CSV/JSONL and keep it on this host until Launch stores it (a file picked and never
+    launched never reaches the store); returns the path the run's config names meanwhile, and the table. The table
+    is kept in the session by the file's content hash, so a rerun (every widget change) does not parse it again."""
     data = upload.getvalue()
-    digest = hashlib.sha256(data).hexdigest()
+    name = upload.name if upload.name.lower().endswith(".csv") else f"{Path(upload.name).stem}.jsonl"
+    path = backend.keep_pending_upload(data, name)
+    digest = path.parent.name
     cached = st.session_state.get(K + "parsed_upload")
     if cached and cached[0] == digest:
-        return cached[1], cached[2]
-    is_csv = upload.name.lower().endswith(".csv")
-    frame = pd.read_csv(io.BytesIO(data)) if is_csv else pd.read_json(io.BytesIO(data), lines=True)
-    reference = backend.store_upload_file(data, upload.name if is_csv else f"{Path(upload.name).stem}.jsonl")
-    st.session_state[K + "parsed_upload"] = (digest, reference, frame)
-    return reference, frame
+        return str(path), cached[1]
+    frame = pd.read_csv(io.BytesIO(data)) if name.endswith(".csv") else pd.read_json(io.BytesIO(data), lines=True)
+    st.session_state[K + "parsed_upload"] = (digest, frame)
+    return str(path), frame
 
 
 def custom_task_fields() -> dict[str, Any]:
@@ -250,7 +249,7 @@ def build_request(mode: str) -> LaunchRequest:
 @st.cache_data(max_entries=64, show_spinner="reading the task's data to count the steps…")
 def training_examples(config: dict[str, Any]) -> int | None:
     """How many examples the run trains on (its task read as the run will read it); None if it cannot be read."""
-    return forms.training_examples(backend.with_local_uploads(RunConfig.from_dict(config)))
+    return forms.training_examples(RunConfig.from_dict(config))
 
 
 def show_cost(request: LaunchRequest) -> None:
