@@ -23,7 +23,7 @@ from store.queries import get_run, list_runs, metric_series
 from store.settings import host_name
 from store.status import FINISHED
 from worker import queue
-from worker.connection import redis_connection
+from worker.connection import QueueUnavailable, redis_connection
 from worker.jobs import run_training
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -226,3 +226,19 @@ def test_reconcile_queues_a_dead_run_again_up_to_lamp_auto_retry_times_in_a_row(
     with session_scope() as session:
         recorded = [(a.action, a.actor, a.detail) for a in actions_on(session, chain[0])]
     assert recorded == ([("retry", "reconcile", f"as run {chain[1]} (LAMP_AUTO_RETRY)")] if limit != "0" else [])
+
+
+def test_a_dead_run_whose_retry_cannot_be_queued_is_left_for_the_next_reconcile(lamp_home, redis_url, monkeypatch):
+    """Redis went away between reconcile's look at the jobs and the retry's enqueue (the soak saw it: a Redis restart
+    while a new worker reconciled): the run was left failed and never retried. It now stays as it was."""
+    lost = queue.submit_run(tiny_config())
+    connection = redis_connection()
+    connection.flushdb()
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:9/0")  # where the retry is enqueued: nothing answers
+    with pytest.raises(QueueUnavailable):
+        queue.reconcile(connection)
+    assert (row(lost)["status"], row(lost)["error"], row(lost)["finished_at"]) == ("queued", None, None)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    assert queue.reconcile() == [lost]
+    with session_scope() as session:
+        assert [run.status for run in list_runs(session) if run.parent_id == lost] == ["queued"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import psutil
 from redis import Redis
-from redis.exceptions import LockError
+from redis.exceptions import LockError, RedisError
 from rq import Queue, Worker
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
@@ -339,6 +339,12 @@ def _running_problem(run: Any, connection: Redis) -> str | None:
     return None
 
 
+def stuck_reason(run: Any, connection: Redis) -> str | None:
+    """Why a queued or running run will never end by itself (its job vanished, its worker died), or None."""
+    problem = _queued_problem if run.status == RunStatus.QUEUED else _running_problem
+    return problem(run, connection)
+
+
 def _clean_started_registries(connection: Redis, queue_names: Sequence[str]) -> None:
     """Let RQ move jobs whose work horse stopped heart-beating to its failed registry."""
     for name in queue_names:
@@ -365,11 +371,11 @@ def _retry_reconciled(run_id: int) -> int | None:
         run = get_run(session, run_id)
         stored, sweep_id, owner = run.config, run.sweep_id, run.submitted_by
     try:
-        new_id = submit_run(RunConfig.from_stored(stored, f"run {run_id}"), sweep_id=sweep_id, parent_id=run_id,
-                            submitted_by=owner, within_quota=False)
-    except LampError as exc:  # e.g. a config that today's checks refuse: the run stays failed, with its reason
+        config = RunConfig.from_stored(stored, f"run {run_id}")
+    except LampError as exc:  # a config that today's checks refuse: the run stays failed, with its reason
         log.warning("run %s: not retried automatically (%s)", run_id, exc)
         return None
+    new_id = submit_run(config, sweep_id=sweep_id, parent_id=run_id, submitted_by=owner, within_quota=False)
     with session_scope() as session:
         record_action(session, run_id, Action.RETRY, AUTO_RETRY_ACTOR, detail=f"as run {new_id} (LAMP_AUTO_RETRY)")
     return new_id
@@ -391,11 +397,14 @@ def reconcile(connection: Redis | None = None) -> list[int]:
             .where(Run.status.in_(ACTIVE)).order_by(Run.id)).all()
     marked = []
     for run in candidates:
-        problem = _queued_problem if run.status == RunStatus.QUEUED else _running_problem
-        reason = problem(run, connection)
+        reason = stuck_reason(run, connection)
         if reason and _set_status(run.id, RunStatus(run.status), RunStatus.FAILED, error=RECONCILED + reason):
+            try:
+                _retry_reconciled(run.id)
+            except (LampError, RedisError):  # Redis went away: back as it was, for the next reconcile to retry
+                _set_status(run.id, RunStatus.FAILED, RunStatus(run.status), error=None, finished_at=None)
+                raise
             marked.append(run.id)
-            _retry_reconciled(run.id)
     return marked
 
 
