@@ -153,8 +153,12 @@ def workers_up() -> list[dict[str, Any]]:
 
 
 def submit(request: LaunchRequest, name: str) -> list[int]:
-    """Enqueue the request's runs (validated first): one run, or a sweep over its grid. Returns the run ids."""
+    """Enqueue the request's runs (validated first): one run, or a sweep over its grid; with `tune_lr`, their
+    learning-rate search as one sweep, whose finals the worker queues when it ends. Returns the run ids."""
     request = with_stored_uploads(request)
+    if request.tune_lr:
+        _, run_ids = _queue_call("submit_tuned", request.configs, request.grid, name, submitted_by=submitter())
+        return list(run_ids)
     if not request.is_sweep:
         return [_queue_call("submit_run", request.configs[0], submitted_by=submitter())]
     _, run_ids = _queue_call("submit_sweep", request.configs, request.grid, name, submitted_by=submitter())

@@ -15,6 +15,7 @@ from typing import Any
 from lamp_common.errors import LampError
 from lamp_engine.aliases import ModelShape
 from lamp_engine.config import ConfigError, RunConfig, expand_grid
+from lamp_engine.tuning import check_searchable, seed_groups
 from store.settings import MB, max_sweep_runs, max_upload_mb
 
 
@@ -48,10 +49,21 @@ class LaunchRequest:
     values: dict[str, Any]
     grid: dict[str, list[Any]] = field(default_factory=dict)
     shape: ModelShape | None = None  # the model's, where known before loading (an alias, or a hub model's d)
+    tune_lr: bool = False  # a learning-rate search first; the runs then train at the chosen rate
+    trackers: dict[str, bool] = field(default_factory=dict)  # the trackers ticked or not (those workers offer)
 
     @property
     def is_sweep(self) -> bool:
         return len(self.configs) > 1
+
+    def search_plan(self) -> str:
+        """What the search queues first, in words, for the form (one line per search)."""
+        groups = seed_groups(self.configs)
+        rates = {", ".join(f"{lr:g}" for lr in group[0].method.lr_grid()) for group in groups}
+        return (f"first {sum(len(g[0].method.lr_grid()) for g in groups)} search runs ({len(groups)} search"
+                f"{'es' if len(groups) > 1 else ''} over lr {' / '.join(sorted(rates))}, on seed "
+                f"{groups[0][0].train.seed}, scored on the selection split only); then the runs below at each "
+                "search's best rate")
 
     def points(self) -> list[dict[str, Any]]:
         """The grid's combinations (flat overrides), one per run; [{}] for a single run."""
@@ -62,9 +74,11 @@ class LaunchRequest:
     def configs(self) -> list[RunConfig]:
         """Every run of the request, validated once; raises the engine's ConfigError for the first invalid one."""
         configs = expand_grid(self.values, self.grid, limit=max_sweep_runs())
-        if self.shape:
-            for config in configs:
+        for config in configs:
+            if self.shape:
                 config.method.check_model(self.shape)
+            if self.tune_lr:
+                check_searchable(config)
         return configs
 
 

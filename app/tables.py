@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from lamp_common.result import SELECTION_SPLITS, RunResult, selected_on
+from lamp_engine.tuning import LrChoice
 from store.status import RunStatus
 
 # Symbols from ordinary text fonts (not emoji), so the badges show in any browser, Debian's Chromium included.
@@ -44,6 +45,19 @@ def selection_badge(record: dict[str, Any]) -> str:
     return SELECTION_SPLITS.get(selected_on(record.get("config")), "?")
 
 
+def learning_rate(record: dict[str, Any]) -> str:
+    """The run's rate, and where a search chose it, how: "lr 1e-3, tuned over 4" for a final run, "lr 3e-4,
+    search point (selection 81.2)" for a point of the search; "default" where the family's default applies."""
+    tuning = record.get("lr_tuning") or {}
+    if tuning.get("role") == "final":
+        return LrChoice.from_dict(tuning).label()
+    lr = ((record.get("config") or {}).get("train") or {}).get("lr")
+    if tuning.get("role") == "search":
+        score = (record.get("best_metrics") or {}).get(record.get("main_metric") or "")
+        return f"lr {lr:g}, search point" + (f" (selection {score:.1f})" if score is not None else "")
+    return f"lr {lr:g}" if lr is not None else "default"
+
+
 def _round(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(float(value), digits)
 
@@ -60,6 +74,8 @@ def runs_frame(records: list[dict[str, Any]], positions: dict[int, int] | None =
         "metric": r.get("main_metric"),
         "value": _round(r.get("main_metric_value")),
         "selected on": selection_badge(r),
+        "learning rate": learning_rate(r),
+        "sweep": r.get("sweep_id"),
         "trainable params": r.get("trainable_params"),
         "prompt tokens": r.get("prompt_tokens"),
         "peak memory (MB)": _round(r.get("peak_memory_mb"), 1),
@@ -69,7 +85,8 @@ def runs_frame(records: list[dict[str, Any]], positions: dict[int, int] | None =
         "note": r.get("health"),
     } for r in records]
     return pd.DataFrame(rows, columns=["id", "status", "method", "model", "task", "metric", "value", "selected on",
-                                       "trainable params", "prompt tokens", "peak memory (MB)", "train time (s)",
+                                       "learning rate", "sweep", "trainable params", "prompt tokens",
+                                       "peak memory (MB)", "train time (s)",
                                        "progress", "queue", "note"])
 
 
@@ -134,6 +151,7 @@ def compare_table(records: list[dict[str, Any]], reference_id: int) -> pd.DataFr
         ref_value = (reference.get("metrics") or {}).get(name)
         rows[name] = [_metric_cell((r.get("metrics") or {}).get(name), ref_value, r is reference) for r in records]
     rows["selected on"] = [selection_badge(r) for r in records]
+    rows["learning rate"] = [learning_rate(r) for r in records]
     for label, key in RESOURCES:
         rows[label] = [_resource_cell(r.get(key), reference.get(key), r is reference) for r in records]
     columns = [run_label(r) + (" (reference)" if r is reference else "") for r in records]

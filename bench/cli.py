@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--data-dir", help="task data folder (default: ../shared/data or LAMP_DATA_DIR)")
     table.add_argument("--work-dir", default="runs/bench-table", help="where run folders go (reused on rerun)")
     table.add_argument("--via-queue", action="store_true", help="submit the runs to the worker queue instead")
+    table.add_argument("--tune-lr", action="store_true",
+                       help="each method at its own best learning rate: its family's grid on the first seed, scored "
+                            "on the selection split only, then every seed at the chosen rate")
     table.add_argument("--output", help="output path without extension (default: ./bench-results/table-<plan>)")
     dashboard = commands.add_parser("dashboard", help="render time of each dashboard view with a store of many runs")
     dashboard.add_argument("--runs", type=int, default=2000, help="runs in the made-up store (default: 2000)")
@@ -131,6 +134,7 @@ def run_speed_command(args: argparse.Namespace) -> int:
 
 def run_table_command(args: argparse.Namespace) -> int:
     from bench.table import markdown, plan_runs, run_table
+    from lamp_engine.errors import ConfigError
 
     parts = [p.strip() for p in args.parts.split(",")] if args.parts else None
     def subset(text: str | None, kind: type = str) -> list | None:
@@ -144,8 +148,10 @@ def run_table_command(args: argparse.Namespace) -> int:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.with_suffix(".json").write_text(json.dumps({**report, "plan": args.plan}, indent=2))
 
+    if args.tune_lr and args.via_queue:
+        raise ConfigError("tune-lr: runs in this process; for the queue use lamp sweep --tune lr")
     report = run_table(runs, Path(args.work_dir), via_queue=args.via_queue,
-                       log=lambda line: print(line, file=sys.stderr), save=save_partial)
+                       log=lambda line: print(line, file=sys.stderr), save=save_partial, tune_lr=args.tune_lr)
     write({**report, "plan": args.plan}, markdown(report), output)
     return 0
 

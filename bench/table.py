@@ -25,6 +25,7 @@ from lamp_common.result import SELECTION_SPLITS, RunResult
 from lamp_engine.aliases import ALIASES
 from lamp_engine.config import PROTOCOLS, RunConfig
 from lamp_engine.methods import LampConfig
+from lamp_engine.tuning import LrChoice
 
 PARTS = ("main", "q_init_pool", "pool", "lr", "rank", "length")
 
@@ -199,6 +200,49 @@ def train_in_process(runs: list[TableRun], work_dir: Path, log: Callable[[str], 
     return records
 
 
+def train_tuned(runs: list[TableRun], work_dir: Path, log: Callable[[str], None],
+                save: Callable[[list[dict], list[dict]], None]) -> tuple[list[dict], list[dict]]:
+    """Each (row, column) at its own best learning rate: its first seed trains at every rate of the method's
+    grid as selection-only runs (the reported set is never read), then its seeds train at the rate with the best
+    selection score (lamp_engine.tuning). Returns (final records with their choice, search points)."""
+    from lamp_engine.train import train
+    from lamp_engine.tuning import choose_lr, final_configs, search_configs
+
+    def trained(config: RunConfig, seed: int) -> RunResult:
+        folder = work_dir / TableRun("", "", "", seed, config).key
+        saved = folder / "result.json"
+        return RunResult.from_json(saved.read_text()) if saved.is_file() else train(config, folder)
+
+    records: list[dict] = []
+    searched: list[dict] = []
+    cells = list(dict.fromkeys((run.row, run.column) for run in runs))
+    for number, (row, column) in enumerate(cells, 1):
+        seeds = [run for run in runs if (run.row, run.column) == (row, column)]
+        first = seeds[0]
+        scores, metric = {}, ""
+        for config in search_configs(first.config):
+            started = time.perf_counter()
+            result = trained(config, first.seed)
+            metric = result.main_metric or ""
+            scores[config.train.lr] = result.best_metrics.get(metric)
+            searched.append({"part": first.part, "row": row, "column": column, "seed": first.seed,
+                             "lr": config.train.lr, "selection_score": scores[config.train.lr],
+                             "train_seconds": result.train_seconds, "step_seconds_median": result.step_seconds_median})
+            save(records, searched)
+            log(f"[cell {number}/{len(cells)}] search: {row} on {column} at lr {config.train.lr:g}: selection "
+                f"{metric} {scores[config.train.lr]} ({time.perf_counter() - started:.0f} s)")
+        choice = choose_lr(scores, metric)
+        for run, config in zip(seeds, final_configs(first.config, choice, [run.seed for run in seeds]), strict=True):
+            final = TableRun(run.part, run.row, run.column, run.seed, config)
+            started = time.perf_counter()
+            result = trained(config, run.seed)
+            records.append({**record(final, result), "tuning": choice.to_dict()})
+            save(records, searched)
+            log(f"[cell {number}/{len(cells)}] final: {row} on {column} at {choice.label()}, seed {run.seed}: "
+                f"{result.main_metric} {records[-1]['value']:.1f} ({time.perf_counter() - started:.0f} s)")
+    return records, searched
+
+
 def submit_to_queue(runs: list[TableRun], log: Callable[[str], None]) -> list[dict]:
     """Store and queue every run for the workers; the dashboard shows them as they finish."""
     from worker.queue import submit_run
@@ -213,8 +257,10 @@ def submit_to_queue(runs: list[TableRun], log: Callable[[str], None]) -> list[di
 
 
 def run_table(runs: list[TableRun], work_dir: Path, via_queue: bool = False,
-              log: Callable[[str], None] = print, save: Callable[[dict], None] | None = None) -> dict:
-    """Train (or queue) the runs and aggregate them into mean and standard deviation per cell."""
+              log: Callable[[str], None] = print, save: Callable[[dict], None] | None = None,
+              tune_lr: bool = False) -> dict:
+    """Train (or queue) the runs and aggregate them into mean and standard deviation per cell; `tune_lr`: each
+    cell at its own best learning rate (train_tuned)."""
     started = time.perf_counter()
     budgets = {r.config.model: {"steps": r.config.train.steps, "batch_size": r.config.train.batch_size,
                                 "max_eval_examples": r.config.train.max_eval_examples,
@@ -226,14 +272,18 @@ def run_table(runs: list[TableRun], work_dir: Path, via_queue: bool = False,
             budgets[r.config.model].setdefault("epochs", {})[r.config.task] = r.config.train.epochs
     load_start = os.getloadavg()[0]
 
-    def report(records: list[dict]) -> dict:
+    def report(records: list[dict], searched: list[dict] | None = None) -> dict:
         return {"budgets": budgets, "runs": records, "cells": aggregate(records),
                 "wall_seconds": time.perf_counter() - started, "via_queue": via_queue,
-                "machine": machine(torch.device("cpu"), load_start, os.getloadavg()[0])}
+                "machine": machine(torch.device("cpu"), load_start, os.getloadavg()[0]),
+                **({"lr_search": searched} if searched is not None else {})}
 
     if via_queue:
         return report(submit_to_queue(runs, log))
     work_dir.mkdir(parents=True, exist_ok=True)
+    if tune_lr:
+        return report(*train_tuned(runs, work_dir, log, lambda recs, found: save(report(recs, found)) if save
+                                   else None))
     records = train_in_process(runs, work_dir, log, lambda recs: save(report(recs)) if save else None)
     return report(records)
 
@@ -243,13 +293,17 @@ def aggregate(records: list[dict]) -> list[dict]:
     the runs' best evaluations."""
     cells: dict[tuple[str, str, str], list[float]] = {}
     selected: dict[tuple[str, str, str], set[str]] = {}
+    tuned: dict[tuple[str, str, str], str] = {}
     for r in records:
         if "value" in r:
             cells.setdefault((r["part"], r["row"], r["column"]), []).append(r["value"])
             selected.setdefault((r["part"], r["row"], r["column"]), set()).add(r.get("selected_on", "heldout"))
+            if r.get("tuning"):
+                tuned[r["part"], r["row"], r["column"]] = LrChoice.from_dict(r["tuning"]).label()
     return [{"part": p, "row": row, "column": col, "mean": statistics.mean(v),
              "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v),
-             "selected_on": sorted(selected[p, row, col])} for (p, row, col), v in cells.items()]
+             "selected_on": sorted(selected[p, row, col]), **({"tuned": tuned[p, row, col]} if (p, row, col) in tuned
+                                                              else {})} for (p, row, col), v in cells.items()]
 
 
 def budget_text(model: str, budget: dict) -> str:
@@ -291,7 +345,8 @@ def markdown(report: dict) -> str:
                 "| | selected on | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
         for row in rows:
             entries = [(f"{value[row, col]['mean']:.1f} ± {value[row, col]['std']:.1f}"
-                        + (f" (n={value[row, col]['n']})" if value[row, col]["n"] == 1 else ""))
+                        + (f" (n={value[row, col]['n']})" if value[row, col]["n"] == 1 else "")
+                        + (f" ({value[row, col]['tuned']})" if value[row, col].get("tuned") else ""))
                        if (row, col) in value else "-" for col in columns]
             rule = selection_text([c for c in cells if c["row"] == row])
             out.append(f"| {row} | {rule} | " + " | ".join(entries) + " |")

@@ -151,6 +151,8 @@ class DataConfig:
     select_on: str = described("which split picks the best evaluation: heldout (a split held out of training) or "
                                "validation (the reported set, as the paper; the run is marked)", "heldout",
                                choices=SELECT_ON)
+    selection_only: bool = described("score on the selection split only and never read the reported set: a point "
+                                     "of a learning-rate search (lamp sweep --tune lr), which must not see it", False)
     max_train_examples: int | None = described("cap on training examples", None, most=100_000_000)
     train_file: str | None = custom_only("CSV or JSONL file to train on")
     eval_file: str | None = custom_only("CSV or JSONL file to evaluate on (else split from train)")
@@ -166,6 +168,9 @@ class DataConfig:
         require(self.k_shot is not None or not self.k_shot_per_class, "k_shot_per_class",
                 "applies to few-shot runs only; give --k-shot K too")
         one_of(self, "select_on", SELECT_ON)
+        require(not (self.selection_only and self.select_on == "validation"), "selection_only",
+                "a selection-only run selects on a split held out of training; drop --select-on validation (the "
+                "reported set), or --selection-only")
         bounded(self)
 
     @classmethod

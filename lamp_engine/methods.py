@@ -35,6 +35,15 @@ class MethodFamily(StrEnum):
     FULL_FINE_TUNING = "full fine-tuning"
 
 
+# The learning rates a search (`lamp sweep --tune lr`, `lamp bench table --tune-lr`) tries, by family: each
+# family's rates sit a decade or more apart from the others', so one grid for all would waste most of its points.
+LR_GRIDS: dict[MethodFamily, tuple[float, ...]] = {
+    MethodFamily.SOFT_PROMPT: (3e-3, 1e-2, 3e-2, 3e-1),  # 3e-1: the paper's rate on T5
+    MethodFamily.WEIGHT_ADAPTER: (1e-4, 3e-4, 1e-3, 3e-3),
+    MethodFamily.FULL_FINE_TUNING: (1e-5, 3e-5, 1e-4),
+}
+
+
 def shape_of(model: ModelShape | int) -> ModelShape:
     """A model's shape, or the hidden size alone where that is all a formula needs (a form's d, a test's)."""
     return model if isinstance(model, ModelShape) else ModelShape(hidden_size=model)
@@ -68,6 +77,10 @@ class MethodConfig:
 
     def default_lr(self, backbone_family: BackboneFamily) -> float:
         return self.default_lrs[backbone_family]
+
+    def lr_grid(self) -> tuple[float, ...]:
+        """The learning rates a search over this method's rate tries (its family's grid)."""
+        return LR_GRIDS[self.family]
 
     def settings(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

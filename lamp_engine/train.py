@@ -283,6 +283,8 @@ def evaluate_best(config: RunConfig, task: Task, splits: Splits, setup: Setup, p
     if not evaluated:
         select_and_keep_best(config, task, splits, setup, progress, callbacks)
     load_trainable_state(setup, progress.best_state)
+    if config.data.selection_only:  # a search point: its score is the best selection metric, nothing is reported
+        return {}, 0.0
     return evaluate(setup.backbone, setup.method, task, splits.test, setup.test, config.train.eval_batch_size)
 
 

@@ -120,6 +120,9 @@ class Run(Base):
     resumed_from_step: Mapped[int | None] = mapped_column(Integer)  # it continued a checkpoint of this step
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # deleted: files gone, row kept for the audit
     health: Mapped[str | None] = mapped_column(String(500))  # "not learning: ..." (lamp_engine/health.py)
+    # A learning-rate search (lamp_engine/tuning.py): a search point's {"role": "search", "key", "seeds"}; a final
+    # run's {"role": "final", "key", "chosen_lr", "grid": [[lr, selection score], ...], "metric", "split"}.
+    lr_tuning: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     def to_dict(self) -> dict[str, Any]:
         """Every column as JSON-ready values (datetimes as ISO strings), for `lamp status --json` and exports."""

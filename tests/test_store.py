@@ -16,7 +16,7 @@ from store.models import MetricPoint, Run, Sweep, utcnow
 from store.queries import UnknownRun, get_run, list_runs, metric_keys, metric_series, sweeps
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HEAD = "0005"
+HEAD = "0006"
 CONFIG = {"model": "tiny-t5", "task": "sst2", "prompt": {"method": "lamp"}, "train": {}, "data": {}}
 
 

@@ -83,8 +83,16 @@ def describe_cost(config: RunConfig) -> str:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    grid = parse_grid(args.grid)
+    if not args.grid and not args.tune:
+        raise ConfigError("grid: give --grid FIELD=V1,V2 (e.g. --grid rank=4,8), or --tune lr for one run at its "
+                          "best learning rate")
+    grid = parse_grid(args.grid or [])
     configs = expand_grid(config_values(args), grid, limit=max_sweep_runs())
+    if args.tune:
+        sweep_id, run_ids = queue.submit_tuned(configs, grid, args.name)
+        print(f"sweep {sweep_id}: learning-rate search runs {' '.join(map(str, run_ids))}; the final runs are "
+              "queued at the chosen rate when the search ends")
+        return 0
     sweep_id, run_ids = queue.submit_sweep(configs, grid, args.name)
     print(f"sweep {sweep_id}: runs {' '.join(map(str, run_ids))}")
     return 0
@@ -200,9 +208,13 @@ def build_parser(name: str) -> OneLineParser:
         parser.add_argument("--timeout", type=int, default=queue.DEFAULT_JOB_TIMEOUT_S,
                             help="seconds a run may take before the worker stops it")
         if name == "sweep":
-            parser.add_argument("--grid", action="append", required=True, metavar="FIELD=V1,V2",
+            parser.add_argument("--grid", action="append", metavar="FIELD=V1,V2",
                                 help="a config field and its values; repeat for a grid (e.g. --grid rank=4,8)")
             parser.add_argument("--name", default="sweep", help="a name for the sweep")
+            parser.add_argument("--tune", choices=["lr"],
+                                help="lr: each method x model x task at its own best learning rate: its family's "
+                                     "grid (lamp_engine/methods.py) trains on the first seed, scored on the "
+                                     "selection split only, then every seed at the chosen rate")
         return parser
     if name in ("status", "cancel", "retry", "delete", "export"):
         parser = _run_id_parser(name, {"status": "show one run and who acted on it", "cancel": "cancel or stop a run",

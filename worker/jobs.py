@@ -279,7 +279,22 @@ def run_training(run_id: int) -> dict[str, Any]:
     except Exception as exc:
         _fail(run_id, folder, f"{type(exc).__name__}: {exc}")
         raise  # RQ keeps the traceback in its failed registry
+    finally:
+        _continue_search(run_id)
     return {"run_id": run_id, "status": str(RunStatus.FAILED)}
+
+
+def _continue_search(run_id: int) -> None:
+    """A learning-rate search point that ended may be its search's last: then its final runs are queued."""
+    from worker.queue import queue_tuned_finals
+
+    try:
+        finals = queue_tuned_finals(run_id)
+    except (DBAPIError, RedisError, LampError) as exc:  # the run's own outcome is recorded; say why no finals
+        log.error("run %s: its search's final runs were not queued: %s", run_id, first_line(exc))
+        return
+    if finals:
+        log.info("run %s: its learning-rate search ended; queued final runs %s", run_id, finals)
 
 
 def run_prediction(run_id: int, texts: list[str]) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ from sqlalchemy import delete, func, select, update
 from lamp_common.errors import LampError
 from lamp_common.names import refuse_formula
 from lamp_engine.config import RunConfig, grid_size
+from lamp_engine.tuning import choose_lr, final_configs, search_configs, search_key, seed_groups
 from store.accounts import Actor, authorize
 from store.artifacts import TRAINER_STATE
 from store.audit import Action, record_action
@@ -129,7 +130,7 @@ def check_quota(session: Any, person: str, adding: int) -> None:
 
 def submit_run(config: RunConfig, sweep_id: int | None = None, parent_id: int | None = None,
                job_timeout: int = DEFAULT_JOB_TIMEOUT_S, submitted_by: str | None = None,
-               within_quota: bool = True) -> int:
+               within_quota: bool = True, lr_tuning: dict[str, Any] | None = None) -> int:
     """Store a queued run and enqueue its job; returns the run id.
 
     The job is enqueued inside the row's transaction, so a committed queued row always has its job in Redis
@@ -144,17 +145,19 @@ def submit_run(config: RunConfig, sweep_id: int | None = None, parent_id: int | 
     queue = get_queue(TRAIN_QUEUE)
     config = _uploaded_data(config, submitted_by)
     with quota_counted(submitted_by) if within_quota else contextlib.nullcontext():
-        return _store_and_enqueue(queue, config, sweep_id, parent_id, job_timeout, submitted_by, within_quota)
+        return _store_and_enqueue(queue, config, sweep_id, parent_id, job_timeout, submitted_by, within_quota,
+                                  lr_tuning)
 
 
 def _store_and_enqueue(queue: Queue, config: RunConfig, sweep_id: int | None, parent_id: int | None,
-                       job_timeout: int, submitted_by: str, within_quota: bool) -> int:
+                       job_timeout: int, submitted_by: str, within_quota: bool,
+                       lr_tuning: dict[str, Any] | None) -> int:
     with session_scope() as session:
         if within_quota:
             check_quota(session, submitted_by, 1)
         run = Run(config=config.to_dict(), method=config.method.name, model=config.model, task=config.task,
                   status=RunStatus.QUEUED, created_at=utcnow(), sweep_id=sweep_id, parent_id=parent_id,
-                  progress=0.0, step=0, stop_requested=False, submitted_by=submitted_by)
+                  progress=0.0, step=0, stop_requested=False, submitted_by=submitted_by, lr_tuning=lr_tuning)
         session.add(run)
         session.flush()
         if parent_id is not None:
@@ -181,6 +184,61 @@ def submit_sweep(configs: list[RunConfig], grid: dict[str, list[Any]], name: str
             sweep_id = sweep.id
         return sweep_id, [submit_run(config, sweep_id=sweep_id, submitted_by=submitted_by, within_quota=False)
                           for config in configs]
+
+
+def submit_tuned(configs: list[RunConfig], grid: dict[str, list[Any]], name: str,
+                 submitted_by: str | None = None) -> tuple[int, list[int]]:
+    """Queue `configs` (one run or a sweep's) each at its own best learning rate: per group of configs that differ
+    only by seed, the first seed's learning-rate search (selection-only runs, lamp_engine.tuning); the worker
+    queues the group's seeds at the chosen rate once the search has ended (queue_tuned_finals). Returns (sweep id,
+    search run ids): the search and its finals are one sweep, so Runs and Compare show them as one group."""
+    refuse_formula(name, "sweep name")
+    grid_size(grid, max_sweep_runs())
+    searches = [(search_configs(group[0]), [config.train.seed for config in group]) for group in seed_groups(configs)]
+    submitted_by = submitted_by or os_user()
+    with quota_counted(submitted_by):  # the search is counted whole, as a sweep (its finals come later)
+        with session_scope() as session:
+            check_quota(session, submitted_by, sum(len(points) for points, _ in searches))
+            sweep = Sweep(name=name, grid={**{key: list(values) for key, values in grid.items()}, "lr": ["tuned"]},
+                          created_at=utcnow())
+            session.add(sweep)
+            session.flush()
+            sweep_id = sweep.id
+        return sweep_id, [submit_run(point, sweep_id=sweep_id, submitted_by=submitted_by, within_quota=False,
+                                     lr_tuning={"role": "search", "key": search_key(point), "seeds": seeds})
+                          for points, seeds in searches for point in points]
+
+
+def queue_tuned_finals(run_id: int) -> list[int]:
+    """After a search point ends (whatever its outcome): once every point of its search has ended, queue the
+    group's final seeds at the rate with the best selection score, carrying the choice and the grid's scores.
+    Once only: under a Redis lock per search, and not where its finals exist. Returns the finals' run ids."""
+    with session_scope() as session:
+        run = get_run(session, run_id)
+        tuning, sweep_id = run.lr_tuning or {}, run.sweep_id
+    if tuning.get("role") != "search":
+        return []
+    with redis_connection().lock(f"lamp:lr-tuning:{sweep_id}:{tuning['key']}", timeout=120, blocking_timeout=120):
+        with session_scope() as session:
+            group = [r for r in session.scalars(select(Run).where(Run.sweep_id == sweep_id,
+                                                                  Run.lr_tuning.is_not(None)))
+                     if r.lr_tuning.get("key") == tuning["key"]]
+            points = [r for r in group if r.lr_tuning["role"] == "search"]
+            if any(r.status in ACTIVE for r in points) or any(r.lr_tuning["role"] == "final" for r in group):
+                return []
+            scores = {r.config["train"]["lr"]: (r.best_metrics or {}).get(r.main_metric or "")
+                      if r.status == RunStatus.SUCCEEDED else None for r in points}
+            metric = next((r.main_metric for r in points if r.main_metric), "")
+            searched = RunConfig.from_stored(points[0].config, f"run {points[0].id}")
+            owner = points[0].submitted_by
+        try:
+            choice = choose_lr(scores, metric)
+        except LampError as exc:
+            log.warning("sweep %s: no final runs queued: %s", sweep_id, exc)
+            return []
+        return [submit_run(config, sweep_id=sweep_id, submitted_by=owner, within_quota=False,
+                           lr_tuning={"role": "final", "key": tuning["key"], **choice.to_dict()})
+                for config in final_configs(searched, choice, tuning["seeds"])]
 
 
 def _set_status(run_id: int, expected: RunStatus, status: RunStatus, actor: Actor | None = None,
@@ -220,6 +278,7 @@ def cancel_run(run_id: int, actor: Actor, force: bool = False) -> str:
         job = fetch_job(job_id, connection) if job_id else None
         if job is not None and job.get_status() not in ENDED_JOB_STATUSES:
             job.cancel()
+        queue_tuned_finals(run_id)  # a search whose last open point this was goes on to its finals
         return str(RunStatus.CANCELLED)
     with session_scope() as session:
         flagged = session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING)

@@ -29,7 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "mode": "one run", "model_choice": catalog.DEFAULT_MODEL, "task_choice": "sst2", "method": "lamp", "lr": None,
     "batch_size": 16, "steps": None, "epochs": 1.0, "seeds": "42", "k_shot": None, "k_shot_per_class": False,
     "eval_every": "0", "patience": None, "device": "auto", "warmup_ratio": None, "backbone_dropout": "off",
-    "select_on": "heldout",
+    "select_on": "heldout", "tune_lr": False,
     "dtype": "auto", "load_4bit": False, "max_eval_examples": None, "weight_decay": 1e-5, "max_source_length": 256,
     "sweep.method": [], "sweep.task": [], "sweep.length": "", "sweep.rank": "", "sweep.pool": "", "name": "",
 }
@@ -243,7 +243,11 @@ def build_request(mode: str) -> LaunchRequest:
     values["seed"] = seeds[0]
     if len(seeds) > 1:
         grid["seed"] = seeds
-    return LaunchRequest(values=values, grid=grid, shape=shape)
+    tune = st.checkbox("tune the learning rate first", key=K + "tune_lr",
+                       help="a search over the method family's rates on the first seed, scored on the selection "
+                            "split only (the reported set is not read); the runs then train at the best rate, all "
+                            "in one sweep")
+    return LaunchRequest(values=values, grid=grid, shape=shape, tune_lr=tune)
 
 
 @st.cache_data(max_entries=64, show_spinner="reading the task's data to count the steps…")
@@ -283,8 +287,10 @@ def launch(request: LaunchRequest, name: str) -> None:
     run_ids = queue_call(lambda: backend.submit(request, name), fallback=[])
     if run_ids:
         st.session_state[K + "last_ids"] = run_ids
-        st.success(f"Queued {len(run_ids)} run{'s' if len(run_ids) > 1 else ''}: "
-                   + ", ".join(f"#{i}" for i in run_ids))
+        kind = "learning-rate search run" if request.tune_lr else "run"
+        st.success(f"Queued {len(run_ids)} {kind}{'s' if len(run_ids) > 1 else ''}: "
+                   + ", ".join(f"#{i}" for i in run_ids)
+                   + ("; the final runs follow at the best rate when the search ends" if request.tune_lr else ""))
 
 
 def main() -> None:
@@ -300,10 +306,12 @@ def main() -> None:
         st.error(str(exc))
         request, rows_ok = None, False
     if rows_ok:
+        if request.tune_lr:
+            st.info(request.search_plan())
         show_cost(request)
     name = st.text_input("sweep name", key=K + "name") if mode == "sweep" else ""
     if st.button("Launch", type="primary", disabled=not rows_ok, key=K + "submit"):
-        launch(request, name.strip() or "sweep")
+        launch(request, name.strip() or ("learning-rate search" if request.tune_lr else "sweep"))
     if st.session_state.get(K + "last_ids"):
         st.page_link(PAGES["runs"], label="Watch them on the Runs page", icon=":material/list:")
 

@@ -157,8 +157,9 @@ def build_splits(task: RowTask, plan: Plan, data: DataConfig, seed: int) -> Spli
     train = task.render_rows(plan.train.read())
     train_note = plan.train.name
     policy = {"source": plan.source}
-    if plan.test:
-        test, test_note = task.render_rows(plan.test.read()), plan.test.name
+    if plan.test:  # a selection-only run never reads the reported set's file
+        test = [] if data.selection_only else task.render_rows(plan.test.read())
+        test_note = plan.test.name
     else:
         train, test = hold_out(train, seed + 1)
         test_note = f"held out of {plan.train.name} (seed {seed + 1})"
@@ -178,8 +179,10 @@ def build_splits(task: RowTask, plan: Plan, data: DataConfig, seed: int) -> Spli
         train = cap(train, data.max_train_examples, seed)
         policy["max_train_examples"] = str(data.max_train_examples)
     train = [t for example in train for t in task.training_examples(example)]
+    if data.selection_only:  # a test hold-out above is still taken out of training, as in the final runs
+        test, test_note = [], f"{test_note}: not read (--selection-only)"
     for name, examples in (("train", train), ("select", select), ("test", test)):
-        if not examples:
+        if not examples and not (name == "test" and data.selection_only):
             raise TaskError(f"task {task.name}: the {name} split is empty ({policy.get('source')}); "
                             "give more rows or a smaller --k-shot")
     policy.update(train=f"{train_note} ({len(train)} examples)", select=f"{select_note} ({len(select)} examples)",

@@ -68,9 +68,9 @@ class CustomTask(RowTask):
         columns = [c for c in (data.text_column, data.text_pair_column, data.label_column) if c]
         train_rows = read_table(train_path, columns)
         test = None
-        if data.eval_file:
-            eval_rows = read_table(self._existing(data.eval_file, "eval_file"), columns)
-            test = SplitSource(data.eval_file, lambda: eval_rows)
+        if data.eval_file:  # read only when the reported set is (a selection-only run never reads it)
+            eval_path = self._existing(data.eval_file, "eval_file")
+            test = SplitSource(data.eval_file, lambda: read_table(eval_path, columns))
         self._set_verbalizer(data, train_rows, train_path)
         splits = build_splits(self, Plan(f"user files ({train_path.suffix[1:]})",
                                          SplitSource(data.train_file, lambda: train_rows), test), data, seed)
