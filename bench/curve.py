@@ -40,6 +40,7 @@ from bench.ablations import LEVERS, with_levers
 from lamp_engine.aliases import BackboneFamily
 from lamp_engine.config import CUSTOM_TASK, RunConfig
 from lamp_engine.errors import ConfigError
+from lamp_engine.health import majority_rate
 from lamp_engine.methods import METHODS
 from lamp_engine.prompts.base import SoftPrompt
 from lamp_engine.tasks import Task
@@ -52,6 +53,8 @@ PROMPT_VARIANTS = {"pt": ("pt", {}), "lamp_p1": ("lamp", {"pool": 1}), "lamp_p4"
 DEFAULT_VARIANTS = ("pt", "peft_pt", "lamp_p1", "lamp_p4")
 MACHINE_FACTS = ("cpus", "cpu_model", "cpu_bf16", "threads", "torch")  # what seeds joined by --resume must share
 MOVE_WINDOW = 10  # steps at each end of a run over which the fed prompt's moves are summed up
+LOSS_STEPS = (1, 10, 50)  # the steps whose training loss the robustness summary shows (issue 36)
+NEAR_CHANCE = 5.0  # accuracy points above the majority-class rate within which a run counts as near chance
 
 
 @dataclass
@@ -259,8 +262,10 @@ def score(runner: Runner, task: Task, examples: list) -> None:
                           "eval_seconds": time.perf_counter() - started, "losses": runner.losses[since:], **fed})
 
 
-def run_seed(settings: CurveSettings, task_name: str, seed: int, log: Callable[[str], None]) -> dict[str, list]:
-    """Every variant on one task and seed, in lockstep; their points."""
+def run_seed(settings: CurveSettings, task_name: str, seed: int,
+             log: Callable[[str], None]) -> tuple[dict[str, list], float]:
+    """Every variant on one task and seed, in lockstep; their points, and the evaluation set's majority-class
+    rate (the accuracy of always answering its most common label, in %)."""
     runners, task, test = [], None, None
     for name in settings.variants:
         config = settings.run_config(name, task_name, seed)
@@ -276,7 +281,7 @@ def run_seed(settings: CurveSettings, task_name: str, seed: int, log: Callable[[
             score(runner, task, test)
         log(f"{task_name} seed {seed}: step {target}: " + ", ".join(
             f"{r.name} {r.points[-1][task.main_metric]:.1f} ({r.seconds:.0f} s)" for r in going))
-    return {r.name: r.points for r in runners}
+    return {r.name: r.points for r in runners}, majority_rate([e.choices.index(e.target) for e in test])
 
 
 def run_curve(settings: CurveSettings, log: Callable[[str], None] = print,
@@ -292,18 +297,21 @@ def run_curve(settings: CurveSettings, log: Callable[[str], None] = print,
     seeds = sorted({*settings.seeds, *(seed for sitting in sittings for seed in sitting["seeds"])})
     merged = dataclasses.replace(settings, seeds=tuple(seeds))
     main_metrics = {task_name: get_task(task_name).main_metric for task_name in settings.tasks}
-    report, ran = {**summarise(merged, points, main_metrics), "sittings": sittings}, []
+    majority = dict(previous.get("majority", {})) if previous else {}
+    report, ran = {**summarise(merged, points, main_metrics), "sittings": sittings, "majority": majority}, []
     for task_name in settings.tasks:
         for seed in settings.seeds:
             if seed in points.get(task_name, {}).get(settings.variants[0], {}):
                 log(f"{task_name} seed {seed}: kept from an earlier sitting")
                 continue
-            for name, series in run_seed(settings, task_name, seed, log).items():
+            by_variant, majority[task_name] = run_seed(settings, task_name, seed, log)
+            for name, series in by_variant.items():
                 points.setdefault(task_name, {}).setdefault(name, {})[seed] = series
             ran += [seed] if seed not in ran else []
             sitting = {"seeds": ran, "wall_seconds": time.perf_counter() - started,
                        "machine": machine(torch.device("cpu"), load_start, os.getloadavg()[0])}
-            report = {**summarise(merged, points, main_metrics), "sittings": [*sittings, sitting]}
+            report = {**summarise(merged, points, main_metrics), "sittings": [*sittings, sitting],
+                      "majority": majority}
             if save:
                 save(report)
     return report
@@ -454,8 +462,30 @@ def markdown(report: dict) -> str:
             out += [f"- {name}: row norm {f['start_row_norm']:.2f} -> {f['end_row_norm']:.2f}; move per step "
                     f"{f['first_moves']:.3f} -> {f['last_moves']:.3f}; cosine {f['first_cosines']:.2f} -> "
                     f"{f['last_cosines']:.2f}" for name, f in fed.items()]
+        if task_name in report.get("majority", {}):
+            out += ["", *robustness(report, task_name)]
         out.append("")
     return "\n".join(out)
+
+
+def robustness(report: dict, task_name: str) -> list[str]:
+    """Issue 36's table: each variant's final score per seed, its training loss at LOSS_STEPS (that step's batch,
+    the same batches for every variant of a seed; seed means) and how many of its runs ended near chance."""
+    majority, metric = report["majority"][task_name], report["main_metrics"][task_name]
+    out = [f"Robustness: training loss at steps {', '.join(map(str, LOSS_STEPS))} (each that step's batch, seed "
+           f"means); near chance: a final {metric} within {NEAR_CHANCE:.0f} points of the majority-class rate "
+           f"({majority:.1f} %):", "",
+           "| variant | final per seed | " + " | ".join(f"loss, step {s}" for s in LOSS_STEPS) + " | near chance |",
+           "|---|---|" + "---:|" * (len(LOSS_STEPS) + 1)]
+    for name, by_seed in report["points"][task_name].items():
+        finals = [series[-1][metric] for series in by_seed.values()]
+        losses = [[v for point in series for v in point["losses"]] for series in by_seed.values()]
+        cells = [f"{statistics.mean(run[s - 1] for run in losses):.2f}" if all(len(run) >= s for run in losses)
+                 else "–" for s in LOSS_STEPS]
+        near = sum(final < majority + NEAR_CHANCE for final in finals)
+        out.append(f"| {name} | {' / '.join(f'{v:.1f}' for v in finals)} | {' | '.join(cells)} | "
+                   f"{near} of {len(finals)} |")
+    return out
 
 
 def seeds_text(seeds: list[int]) -> str:

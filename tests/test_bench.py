@@ -241,6 +241,22 @@ def test_first_time_at_a_target_reads_between_evaluations():
     assert first_time_at(curve, 50.0) == 10.0 and first_time_at(curve, 85.0) is None
 
 
+def test_the_robustness_summary_counts_runs_near_chance_and_reads_the_loss_at_its_steps():
+    from bench.curve import robustness
+
+    def series(final: float, losses: list[float]) -> list[dict]:
+        return [{"step": 30, "accuracy": final - 10, "losses": losses[:30]},
+                {"step": 60, "accuracy": final, "losses": losses[30:]}]
+
+    report = {"majority": {"custom": 27.6}, "main_metrics": {"custom": "accuracy"}, "points": {"custom": {
+        "pt": {"1": series(80.0, [11.0] * 9 + [2.0] * 51), "2": series(70.0, [13.0] * 9 + [4.0] * 51)},
+        "lamp_p4": {"1": series(32.5, [12.0] * 60), "2": series(32.7, [12.0] * 60)}}}}
+    rows = robustness(report, "custom")
+    assert "majority-class rate (27.6 %)" in rows[0]
+    assert rows[-2:] == ["| pt | 80.0 / 70.0 | 12.00 | 3.00 | 3.00 | 0 of 2 |",
+                         "| lamp_p4 | 32.5 / 32.7 | 12.00 | 12.00 | 12.00 | 1 of 2 |"]  # 32.7 is 5.1 above 27.6
+
+
 @pytest.mark.slow
 def test_curve_trains_peft_prompt_tuning_from_our_pts_start(tmp_path):
     out = tmp_path / "curve"
