@@ -47,3 +47,21 @@ def test_a_search_queues_its_finals_at_the_best_rate_once_its_last_point_ends(la
         assert rows[0].lr_tuning == {"role": "final", "key": rows[0].lr_tuning["key"], "chosen_lr": 0.01,
                                      "grid": [[0.003, 61.0], [0.01, 74.0], [0.03, 70.0]], "metric": "accuracy",
                                      "split": "heldout"}
+
+
+def test_lamp_sweep_tune_lr_queues_one_search_per_method_and_refuses_the_reported_set(lamp_home, redis_url, capsys):
+    from worker.cli import main
+
+    flags = ["--model", "tiny-t5", "--task", "sst2", "--steps", "2", "--length", "4", "--rank", "2"]
+    assert main(["sweep", "--tune", "lr", *flags, "--grid", "method=pt,lora", "--grid", "seed=1,2,3"]) == 0
+    assert capsys.readouterr().out.startswith("sweep 1: learning-rate search runs 1 2 3 4 5 6 7 8; the final runs")
+    with session_scope() as session:
+        points = list_runs(session)[::-1]
+    assert [(r.method, r.config["train"]["lr"]) for r in points] == [
+        ("pt", 0.003), ("pt", 0.01), ("pt", 0.03), ("pt", 0.3),
+        ("lora", 1e-4), ("lora", 3e-4), ("lora", 1e-3), ("lora", 3e-3)]
+    assert {r.lr_tuning["seeds"] == [1, 2, 3] for r in points} == {True}
+    assert main(["sweep", "--tune", "lr", *flags, "--select-on", "validation"]) == 2
+    assert "tune: a learning-rate search selects on a split held out of training" in capsys.readouterr().err
+    assert main(["sweep", *flags]) == 2
+    assert "grid: give --grid FIELD=V1,V2" in capsys.readouterr().err
