@@ -90,7 +90,7 @@ class LampAblation(Lamp):
         if config.init_vocabulary == "frequent":
             return super().initial_prompt(config, backbone, generator)
         ids = whole_words(backbone.tokenizer)
-        rows = sample_vocabulary_rows(backbone.model.get_input_embeddings().weight, ids, config.length, generator)
+        rows = sample_vocabulary_rows(backbone.model.get_input_embeddings(), ids, config.length, generator)
         return rows, f"the first {len(ids):,} whole alphabetic words of 2+ ASCII letters"
 
     def unpooled(self) -> torch.Tensor:

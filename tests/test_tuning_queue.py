@@ -65,3 +65,19 @@ def test_lamp_sweep_tune_lr_queues_one_search_per_method_and_refuses_the_reporte
     assert "tune: a learning-rate search selects on a split held out of training" in capsys.readouterr().err
     assert main(["sweep", *flags]) == 2
     assert "grid: give --grid FIELD=V1,V2" in capsys.readouterr().err
+
+
+def test_a_failed_search_point_retried_counts_with_its_retry_score(lamp_home, redis_url):
+    _, points = queue.submit_tuned([RunConfig.from_flat({**TINY, "seed": 1})], {}, "tune pt")
+    finish_point(points[0], "failed", None)
+    _continue_search(points[0])
+    retry = queue.retry_run(points[0], Actor("tester", admin=True))
+    for run_id in points[1:]:
+        finish_point(run_id, "succeeded", 60.0)
+        assert queue.queue_tuned_finals(run_id) == []  # the retry of the first point is still queued
+    finish_point(retry, "succeeded", 90.0)
+    (final,) = queue.queue_tuned_finals(retry)
+    with session_scope() as session:
+        run = get_run(session, final)
+        assert (run.config["train"]["lr"], run.lr_tuning["grid"]) == (0.003, [[0.003, 90.0], [0.01, 60.0],
+                                                                             [0.03, 60.0], [0.3, 60.0]])

@@ -221,13 +221,16 @@ def queue_tuned_finals(run_id: int) -> list[int]:
     with redis_connection().lock(f"lamp:lr-tuning:{sweep_id}:{tuning['key']}", timeout=120, blocking_timeout=120):
         with session_scope() as session:
             group = [r for r in session.scalars(select(Run).where(Run.sweep_id == sweep_id,
-                                                                  Run.lr_tuning.is_not(None)))
+                                                                  Run.lr_tuning.is_not(None)).order_by(Run.id))
                      if r.lr_tuning.get("key") == tuning["key"]]
             points = [r for r in group if r.lr_tuning["role"] == "search"]
             if any(r.status in ACTIVE for r in points) or any(r.lr_tuning["role"] == "final" for r in group):
                 return []
-            scores = {r.config["train"]["lr"]: (r.best_metrics or {}).get(r.main_metric or "")
-                      if r.status == RunStatus.SUCCEEDED else None for r in points}
+            scores: dict[float, float | None] = {}
+            for r in points:  # a point and its retries: the one that succeeded counts
+                score = (r.best_metrics or {}).get(r.main_metric or "") if r.status == RunStatus.SUCCEEDED else None
+                if score is not None or r.config["train"]["lr"] not in scores:
+                    scores[r.config["train"]["lr"]] = score
             metric = next((r.main_metric for r in points if r.main_metric), "")
             searched = RunConfig.from_stored(points[0].config, f"run {points[0].id}")
             owner = points[0].submitted_by
@@ -306,7 +309,8 @@ def retry_run(run_id: int, actor: Actor) -> int:
     if run.status not in RETRYABLE:
         raise LampError(f"run {run_id}: is {run.status}; only failed or cancelled runs can be retried")
     config = RunConfig.from_stored(run.config, f"run {run_id}")
-    new_id = submit_run(config, sweep_id=run.sweep_id, parent_id=run_id, submitted_by=actor.name)
+    new_id = submit_run(config, sweep_id=run.sweep_id, parent_id=run_id, submitted_by=actor.name,
+                        lr_tuning=run.lr_tuning)
     with session_scope() as session:
         record_action(session, run_id, Action.RETRY, actor.name, detail=f"as run {new_id}")
     return new_id
@@ -428,13 +432,14 @@ def _retry_reconciled(run_id: int) -> int | None:
         if _reconciled_in_a_row(session, run_id) > auto_retries():
             return None
         run = get_run(session, run_id)
-        stored, sweep_id, owner = run.config, run.sweep_id, run.submitted_by
+        stored, sweep_id, owner, tuning = run.config, run.sweep_id, run.submitted_by, run.lr_tuning
     try:
         config = RunConfig.from_stored(stored, f"run {run_id}")
     except LampError as exc:  # a config that today's checks refuse: the run stays failed, with its reason
         log.warning("run %s: not retried automatically (%s)", run_id, exc)
         return None
-    new_id = submit_run(config, sweep_id=sweep_id, parent_id=run_id, submitted_by=owner, within_quota=False)
+    new_id = submit_run(config, sweep_id=sweep_id, parent_id=run_id, submitted_by=owner, within_quota=False,
+                        lr_tuning=tuning)  # a search point's retry stays a point of its search
     with session_scope() as session:
         record_action(session, run_id, Action.RETRY, AUTO_RETRY_ACTOR, detail=f"as run {new_id} (LAMP_AUTO_RETRY)")
     return new_id
@@ -459,10 +464,12 @@ def reconcile(connection: Redis | None = None) -> list[int]:
         reason = stuck_reason(run, connection)
         if reason and _set_status(run.id, RunStatus(run.status), RunStatus.FAILED, error=RECONCILED + reason):
             try:
-                _retry_reconciled(run.id)
+                retried = _retry_reconciled(run.id)
             except (LampError, RedisError):  # Redis went away: back as it was, for the next reconcile to retry
                 _set_status(run.id, RunStatus.FAILED, RunStatus(run.status), error=None, finished_at=None)
                 raise
+            if retried is None:  # a search point that ends here may be its search's last
+                queue_tuned_finals(run.id)
             marked.append(run.id)
     return marked
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from lamp_engine.aliases import BackboneFamily
 from lamp_engine.backbones.base import Backbone
@@ -36,7 +37,7 @@ def vocabulary_prompt(backbone: Backbone, length: int, generator: torch.Generato
     """`length` input embeddings of distinct tokens drawn from the 5,000 most frequent ordinary ones, as the paper
     initialises its prompt, and the rule that chose them."""
     ids, rule = ordinary_token_ids(backbone.tokenizer)
-    return sample_vocabulary_rows(backbone.model.get_input_embeddings().weight, ids, length, generator), rule
+    return sample_vocabulary_rows(backbone.model.get_input_embeddings(), ids, length, generator), rule
 
 
 def ordinary_token_ids(tokenizer, limit: int = 5000) -> tuple[list[int], str]:
@@ -64,15 +65,18 @@ def ordinary_token_ids(tokenizer, limit: int = 5000) -> tuple[list[int], str]:
     return ids, f"the first {len(ids):,} ordinary ids (the vocabulary's frequency order)"
 
 
-def sample_vocabulary_rows(embeddings: torch.Tensor, candidate_ids: list[int], rows: int,
+def sample_vocabulary_rows(embeddings: nn.Module, candidate_ids: list[int], rows: int,
                            generator: torch.Generator) -> torch.Tensor:
-    """`rows` embedding vectors of distinct tokens drawn from `candidate_ids` (with replacement if too few)."""
+    """`rows` input embeddings of distinct tokens drawn from `candidate_ids` (with replacement if too few), as the
+    embedding module gives them to the model: Gemma's scales its table's rows by sqrt(d), so a prompt taken from
+    the table itself would start 25 times smaller than the text beside it."""
     candidates = torch.tensor(candidate_ids)
     if rows <= len(candidates):
         picks = candidates[torch.randperm(len(candidates), generator=generator)[:rows]]
     else:
         picks = candidates[torch.randint(len(candidates), (rows,), generator=generator)]
-    return embeddings[picks].detach().float().clone()
+    with torch.no_grad():
+        return embeddings(picks.to(embeddings.weight.device)).float().clone()
 
 
 def _whole_ascii_word(token: str) -> bool:
