@@ -26,6 +26,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from app import files
+from app.downsample import CURVE_POINTS, thin_series
 from app.forms import LaunchRequest
 from lamp_common.errors import LampError
 from store import queries
@@ -51,6 +52,7 @@ USER_KEY = "lamp.user"  # the session's logged-in user
 PENDING_UPLOAD_S = 24 * 3600  # how long a file picked in the form waits for Launch
 ADMIN_KEY = "lamp.admin"  # whether that user is an admin (app/login.py re-reads both on every page run)
 __all__ = ["QueueUnavailable"]
+PICKER_RUNS = 200  # the newest runs a run picker offers, besides the ones already chosen
 log = logging.getLogger(__name__)
 
 
@@ -63,10 +65,41 @@ def record(run: Run) -> dict[str, Any]:
     return {name: getattr(run, name) for name in RECORD_FIELDS}
 
 
-def load_runs(ids: list[int] | None = None, status: str | Iterable[str] | None = None,
-              limit: int | None = None) -> list[dict[str, Any]]:
+def load_runs(ids: list[int] | None = None, status: str | Iterable[str] | None = None, limit: int | None = None,
+              method: Iterable[str] | None = None, task: Iterable[str] | None = None,
+              offset: int = 0) -> list[dict[str, Any]]:
+    """Run records newest first, filtered and paged in the database (`queries.list_runs`)."""
     with session_scope() as session:
-        return [record(run) for run in queries.list_runs(session, limit=limit, status=status, ids=ids)]
+        return [record(run) for run in queries.list_runs(session, limit=limit, status=status, ids=ids, method=method,
+                                                         task=task, offset=offset)]
+
+
+def count_runs(status: Iterable[str] | None = None, method: Iterable[str] | None = None,
+               task: Iterable[str] | None = None) -> int:
+    with session_scope() as session:
+        return queries.count_runs(session, status=status, method=method, task=task)
+
+
+def status_counts() -> dict[str, int]:
+    with session_scope() as session:
+        return queries.status_counts(session)
+
+
+def run_values(column: str, status: Iterable[str] | None = None) -> list[str]:
+    """The distinct methods, tasks or models of the runs (a filter's choices)."""
+    with session_scope() as session:
+        return queries.run_values(session, column, status=status)
+
+
+def picker_runs(chosen: list[int], status: Iterable[str] | None = None, method: Iterable[str] | None = None,
+                newest: int = PICKER_RUNS) -> list[dict[str, Any]]:
+    """What a run picker offers: the `newest` runs of these statuses and methods, and the `chosen` ones (named by a
+    shared address) wherever they are, newest first. A picker of every run of a large store would send thousands
+    of labels to the browser on each page run."""
+    records = {r["id"]: r for r in load_runs(status=status, method=method, limit=newest)}
+    if chosen:
+        records.update((r["id"], r) for r in load_runs(ids=chosen, status=status, method=method))
+    return sorted(records.values(), key=lambda r: r["id"], reverse=True)
 
 
 def load_run(run_id: int) -> dict[str, Any] | None:
@@ -77,11 +110,13 @@ def load_run(run_id: int) -> dict[str, Any] | None:
             return None
 
 
-def load_series(run_ids: list[int], key: str = "loss") -> list[tuple[int, int, float]]:
+def load_series(run_ids: list[int], key: str = "loss",
+                limit: int | None = CURVE_POINTS) -> list[tuple[int, int, float]]:
+    """(run id, step, value) of one metric, each run's line thinned to about `limit` points (None: every point)."""
     if not run_ids:
         return []
     with session_scope() as session:
-        return [tuple(row) for row in queries.metric_series(session, run_ids, key=key)]
+        return thin_series([tuple(row) for row in queries.metric_series(session, run_ids, key=key)], limit)
 
 
 def metric_keys(run_ids: list[int]) -> list[str]:

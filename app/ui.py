@@ -23,14 +23,19 @@ PAGES = {
 }
 
 
+def items_from_query(name: str) -> list[str]:
+    """The items of a list kept in the URL as ?name=a,b,c (empty items dropped)."""
+    return [item.strip() for item in str(st.query_params.get(name, "")).split(",") if item.strip()]
+
+
 def ids_from_query(name: str) -> list[int]:
     """Run ids kept in the URL as ?name=3,5,8 (unknown or malformed items are dropped)."""
-    raw = st.query_params.get(name, "")
-    return [int(item) for item in str(raw).split(",") if item.strip().isdigit()]
+    return [int(item) for item in items_from_query(name) if item.isdigit()]
 
 
-def keep_ids_in_query(name: str, ids: list[int]) -> None:
-    value = ",".join(str(i) for i in ids)
+def keep_in_query(name: str, items: list[Any]) -> None:
+    """Write a selection to the URL as ?name=a,b,c (none: the parameter goes), so a view can be bookmarked."""
+    value = ",".join(str(i) for i in items)
     if st.query_params.get(name, "") != value:
         if value:
             st.query_params[name] = value
@@ -49,7 +54,7 @@ def pick_runs(label: str, records: list[dict[str, Any]], query_name: str, defaul
     chosen = [i for i in ids_from_query(query_name) if i in by_id] or [i for i in default if i in by_id]
     selected = st.multiselect(label, options=list(by_id), default=chosen, key=key,
                               format_func=lambda i: describe(by_id[i]))
-    keep_ids_in_query(query_name, selected)
+    keep_in_query(query_name, selected)
     return selected
 
 

@@ -207,7 +207,8 @@ def run_curve_command(args: argparse.Namespace) -> int:
 def run_dashboard_command(args: argparse.Namespace) -> int:
     from bench.dashboard import DashboardSettings, markdown, over_budget, run_dashboard
 
-    settings = DashboardSettings(runs=args.runs, points=args.points, repeat=args.repeat, budget_s=args.budget_s)
+    settings = DashboardSettings(runs=args.runs, points=args.points, repeat=args.repeat, budget_s=args.budget_s,
+                                 first_load_budget_s=args.first_load_budget_s)
     report = run_dashboard(settings, args.home, log=lambda line: print(line, file=sys.stderr))
     write(report, markdown(report), Path(args.output) if args.output else RESULTS / "dashboard")
     slow = over_budget(report)

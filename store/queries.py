@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from lamp_common.errors import LampError
@@ -15,16 +15,47 @@ class UnknownRun(LampError):
     """A run id that the store does not hold."""
 
 
-def list_runs(session: Session, limit: int | None = None, status: str | Iterable[str] | None = None,
-              ids: Iterable[int] | None = None) -> list[Run]:
-    """Runs, newest first, optionally filtered by status (one or several) and ids; deleted runs are left out."""
-    query = select(Run).where(Run.deleted_at.is_(None)).order_by(Run.id.desc())
+def _filtered(query: Select, status: str | Iterable[str] | None = None, ids: Iterable[int] | None = None,
+              method: Iterable[str] | None = None, task: Iterable[str] | None = None) -> Select:
+    """The query limited to runs not deleted, of these statuses, ids, methods and tasks (None: any)."""
+    query = query.where(Run.deleted_at.is_(None))
     if status is not None:
         query = query.where(Run.status.in_([status] if isinstance(status, str) else list(status)))
-    if ids is not None:
-        query = query.where(Run.id.in_(list(ids)))
+    for column, values in ((Run.id, ids), (Run.method, method), (Run.task, task)):
+        if values is not None:
+            query = query.where(column.in_(list(values)))
+    return query
+
+
+def list_runs(session: Session, limit: int | None = None, status: str | Iterable[str] | None = None,
+              ids: Iterable[int] | None = None, method: Iterable[str] | None = None,
+              task: Iterable[str] | None = None, offset: int = 0) -> list[Run]:
+    """Runs, newest first, optionally filtered by status (one or several), ids, methods and tasks, and paged by
+    `limit` and `offset` (in the database, so a page of a large store costs what the page holds); deleted runs are
+    left out."""
+    query = _filtered(select(Run), status, ids, method, task).order_by(Run.id.desc()).offset(offset or None)
     if limit is not None:
         query = query.limit(limit)
+    return list(session.scalars(query))
+
+
+def count_runs(session: Session, status: str | Iterable[str] | None = None, method: Iterable[str] | None = None,
+               task: Iterable[str] | None = None) -> int:
+    """How many runs `list_runs` with these filters holds in all pages."""
+    return session.scalar(_filtered(select(func.count(Run.id)), status, method=method, task=task)) or 0
+
+
+def status_counts(session: Session) -> dict[str, int]:
+    """{status: number of runs}, deleted runs left out."""
+    query = _filtered(select(Run.status, func.count(Run.id))).group_by(Run.status)
+    return {status: count for status, count in session.execute(query)}
+
+
+def run_values(session: Session, column: str, status: str | Iterable[str] | None = None) -> list[str]:
+    """The distinct values of one run column ("method", "task", "model") among runs of these statuses, sorted
+    (a filter's choices)."""
+    field = getattr(Run, column)
+    query = _filtered(select(field).distinct(), status).where(field.is_not(None)).order_by(field)
     return list(session.scalars(query))
 
 

@@ -1,63 +1,7 @@
 """What the browser tests share: Debian's Chromium through Playwright, and the dashboard run by `streamlit run` on a
-free port until the test is done (DESIGN.md section 6; Streamlit's e2e_playwright conftest does the same)."""
+free port until the test is done. They live in bench/browser.py, which `lamp bench dashboard` times the views with,
+so the bench drives the pages exactly as the tests do."""
 
-from __future__ import annotations
+from bench.browser import CHROMIUM, IDLE, ROOT, launch_browser, settle, streamlit_app, wait_healthy
 
-import contextlib
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
-
-from private_servers import free_port
-
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[1]
-IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
-
-
-def launch_browser(playwright):
-    """Headless Chromium without the background connections this closed network refuses."""
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=[
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-
-
-def settle(page) -> None:
-    """Wait until Streamlit has finished running the script for the last interaction."""
-    page.wait_for_timeout(300)
-    page.wait_for_selector(IDLE, timeout=60_000)
-
-
-def wait_healthy(url: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert server.poll() is None, "streamlit exited"
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"no health answer from {url}")
-
-
-@contextlib.contextmanager
-def streamlit_app(env: dict[str, str], log) -> Iterator[str]:
-    """The dashboard (app/main.py) on a free loopback port, healthy; its URL. Stopped when the block ends."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-                               "--server.address", "127.0.0.1", "--server.headless", "true",
-                               "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, server)
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+__all__ = ["CHROMIUM", "IDLE", "ROOT", "launch_browser", "settle", "streamlit_app", "wait_healthy"]

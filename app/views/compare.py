@@ -6,8 +6,9 @@ from __future__ import annotations
 import streamlit as st
 
 from app import backend, charts
+from app.downsample import CURVE_POINTS
 from app.tables import compare_table, config_table, ratio_frame, run_label, seed_summary
-from app.ui import pick_runs
+from app.ui import ids_from_query, pick_runs
 
 TIME_KEY = "eval_train_seconds"  # the seconds of training done at each evaluation (lamp_engine.train)
 
@@ -22,29 +23,38 @@ def choose_reference(selected: list[int], by_id: dict) -> int:
 
 
 def show_curves(records: list[dict]) -> None:
+    """One metric's curves overlaid (the choice kept in the address as ?curve=), each line thinned to a few
+    hundred points unless every point is asked for."""
     ids = [r["id"] for r in records]
     keys = backend.metric_keys(ids)
     if not keys:
         st.info("No training curves recorded for these runs yet.")
         return
     shown = [k for k in keys if k != TIME_KEY]
-    key = st.selectbox("curve", shown, index=shown.index("loss") if "loss" in shown else 0, key="compare.curve")
+    wanted = st.query_params.get("curve", "loss")
+    c1, c2 = st.columns([3, 1])
+    key = c1.selectbox("curve", shown, index=shown.index(wanted) if wanted in shown else 0, key="compare.curve")
+    st.query_params["curve"] = key
+    limit = None if c2.toggle("every point", key="compare.full",
+                              help=f"Lines are thinned to about {CURVE_POINTS} points each (largest-triangle "
+                                   "buckets, keeping both ends and the lowest and highest value)") else CURVE_POINTS
     labels = {r["id"]: run_label(r) for r in records}
     timed = key.startswith("eval_") and TIME_KEY in keys  # evaluations on the way recorded the time of training
     if timed and st.radio("against", ["seconds of training", "steps"], horizontal=True,
                           key="compare.x") == "seconds of training":
-        frame = charts.curves_frame(backend.load_series(ids, key), labels, backend.load_series(ids, TIME_KEY))
+        frame = charts.curves_frame(backend.load_series(ids, key, limit), labels,
+                                    backend.load_series(ids, TIME_KEY, None))
         st.altair_chart(charts.curves_chart(frame, key, x="seconds"), width="stretch")
         return
-    frame = charts.curves_frame(backend.load_series(ids, key), labels)
+    frame = charts.curves_frame(backend.load_series(ids, key, limit), labels)
     st.altair_chart(charts.curves_chart(frame, key), width="stretch")
 
 
 def main() -> None:
     st.title("Compare")
-    all_runs = backend.load_runs()
-    by_id = {r["id"]: r for r in all_runs}
-    selected = pick_runs("runs to compare", all_runs, "runs", default=[], key="compare.runs")
+    offered = backend.picker_runs(ids_from_query("runs"))
+    by_id = {r["id"]: r for r in offered}
+    selected = pick_runs("runs to compare", offered, "runs", default=[], key="compare.runs")
     if len(selected) < 2:
         st.info("Pick two or more runs (the selection is kept in the page's address, so it can be shared).")
         return

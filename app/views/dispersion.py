@@ -15,6 +15,7 @@ import streamlit as st
 from safetensors.numpy import load as load_tensors
 
 from app import backend, charts, figure6, projection
+from app.backend import PICKER_RUNS
 from app.tables import dispersion_figures, run_label
 from app.ui import describe, ids_from_query, pick_runs
 from lamp_engine.methods import METHODS, MethodFamily
@@ -24,11 +25,7 @@ MODES = {"PT vs LAMP (the paper's Figure 6)": "figure6", "before vs after traini
 PROJECTIONS = {"PCA (keeps distances' scale)": "pca", "t-SNE (keeps neighbourhoods)": "tsne"}
 PHASES = {"after training": ("after",), "before training": ("before",), "before and after": ("before", "after")}
 TOKENS = {"P' (pooled: what the model reads)": "prompt", "C (unpooled: l tokens)": "unpooled"}
-
-
-def has_prompt_tokens(record: dict[str, Any]) -> bool:
-    kind = METHODS.get(record.get("method") or "")
-    return kind is not None and kind.family is MethodFamily.SOFT_PROMPT
+SOFT_PROMPTS = tuple(name for name, kind in METHODS.items() if kind.family is MethodFamily.SOFT_PROMPT)
 
 
 def default_pick(records: list[dict[str, Any]]) -> list[int]:
@@ -75,8 +72,8 @@ def choose_mode(pair: tuple[int, int] | None) -> str:
     return MODES[st.radio("picture", labels, index=index, key="dispersion.mode", horizontal=True)]
 
 
-def show_model_space_figures(finished: list[dict[str, Any]], ids: list[int], tokens: str) -> None:
-    figures = [(r, data) for r in finished if r["id"] in ids
+def show_model_space_figures(records: list[dict[str, Any]], ids: list[int], tokens: str) -> None:
+    figures = [(r, data) for r in records if r["id"] in ids
                for data in [backend.read_run_json(r, "dispersion.json")] if data]
     if figures:
         st.subheader("Dispersion figures in the model's space")
@@ -99,7 +96,7 @@ def figure6_picture(pt_id: int, lamp_id: int, tokens: str, method: str) -> tuple
     return figure6.points(pt, lamp, tokens, method), figure6.caption(pt, lamp, tokens, method)
 
 
-def show_figure6(records: list[dict[str, Any]], finished: list[dict[str, Any]], pair: tuple[int, int] | None) -> None:
+def show_figure6(records: list[dict[str, Any]], pair: tuple[int, int] | None) -> None:
     """PT (blue, before) vs LAMP (red, after) on one model and task, as the paper's Figure 6."""
     pts = [r for r in records if r.get("method") == "pt" and r["status"] == RunStatus.SUCCEEDED]
     if not pair:
@@ -131,10 +128,10 @@ def show_figure6(records: list[dict[str, Any]], finished: list[dict[str, Any]], 
     st.altair_chart(charts.figure6_chart(points, method, figure6.COLOURS).interactive(), width="stretch")
     st.caption(caption)
     st.dataframe(projection.spread(points), hide_index=True)
-    show_model_space_figures(finished, [pt_id, lamp_id], tokens)
+    show_model_space_figures(records, [pt_id, lamp_id], tokens)
 
 
-def show_training(with_tokens: list[dict[str, Any]], finished: list[dict[str, Any]]) -> None:
+def show_training(with_tokens: list[dict[str, Any]]) -> None:
     """The tokens of any selected runs, before and/or after training, in one projection."""
     selected = pick_runs("runs", with_tokens, "runs", default=default_pick(with_tokens), key="dispersion.runs")
     c1, c2, c3 = st.columns(3)
@@ -157,23 +154,24 @@ def show_training(with_tokens: list[dict[str, Any]], finished: list[dict[str, An
         st.altair_chart(charts.joint_dispersion_chart(points, method), width="stretch")
         st.caption("Spread in the picture (mean pairwise distance of the projected points):")
         st.dataframe(projection.spread(points), hide_index=True)
-    show_model_space_figures(finished, selected, tokens)
+    show_model_space_figures(with_tokens, selected, tokens)
 
 
 def main() -> None:
     st.title("Dispersion of prompt tokens")
-    finished = backend.load_runs(status=WITH_PROMPT)
-    with_tokens = [r for r in finished if has_prompt_tokens(r)]
-    without = sorted({r["method"] for r in finished if not has_prompt_tokens(r)})
+    with_tokens = backend.picker_runs(ids_from_query("runs"), status=WITH_PROMPT, method=SOFT_PROMPTS)
+    without = [m for m in backend.run_values("method", status=WITH_PROMPT) if m not in SOFT_PROMPTS]
     if without:
         st.caption(f"Not offered: {', '.join(without)} runs have no prompt tokens, so dispersion does not apply.")
     if not with_tokens:
         st.info("No finished prompt runs yet: dispersion is measured when a run ends.")
         return
+    if len(with_tokens) >= PICKER_RUNS:
+        st.caption(f"The newest {PICKER_RUNS} finished prompt runs are offered, and any named in the address.")
     pair = figure6.newest_pair(with_tokens)
     if choose_mode(pair) == "figure6":
-        show_figure6(with_tokens, finished, pair)
+        show_figure6(with_tokens, pair)
     else:
-        show_training(with_tokens, finished)
+        show_training(with_tokens)
 
 main()

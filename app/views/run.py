@@ -31,7 +31,7 @@ def choose_run() -> dict[str, Any] | None:
         if record is not None:
             return record
         st.warning(f"Run #{wanted} is not in the store.")
-    records = backend.load_runs()
+    records = backend.picker_runs([])
     if not records:
         st.info("No runs yet.")
         return None

@@ -1,11 +1,14 @@
 """Runs: every run with its status and results, live progress and loss curves, and the queue actions.
 
-The live part is a fragment that re-runs by itself every few seconds while any run is queued or running.
+The live part is a fragment that re-runs by itself every few seconds while any run is queued or running. The
+table shows one page of runs, filtered by status, method and task and paged in the database (a store of ten
+thousand runs costs what one page holds); the filters and the page are kept in the address.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import math
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -13,15 +16,33 @@ import streamlit as st
 
 from app import backend, charts
 from app.tables import STATUS_BADGES, badge, run_label, runs_frame
-from app.ui import PAGES, describe, link_to_run, live, plain, queue_call
+from app.ui import PAGES, describe, items_from_query, keep_in_query, link_to_run, live, plain, queue_call
 from store.status import ACTIVE, RETRYABLE, RunStatus
 
 REFRESH_SECONDS = 2.0
 CURVE_RUNS = 6  # loss curves drawn for at most this many running runs
+ACTIVE_SHOWN = 20  # progress bars for at most this many queued or running runs
+PAGE_SIZE = 50  # runs per page of the table
+FAILURES_SHOWN = 20
 
 
-def status_counts(records: list[dict[str, Any]]) -> None:
-    counts = Counter(r["status"] for r in records)
+@dataclass(frozen=True)
+class Listing:
+    """Which runs the table shows: statuses, methods and tasks (empty: any), and the page (from 1)."""
+
+    statuses: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
+    page: int = 1
+
+    def filters(self) -> dict[str, tuple[str, ...] | None]:
+        return {"status": self.statuses or None, "method": self.methods or None, "task": self.tasks or None}
+
+    def records(self) -> list[dict[str, Any]]:
+        return backend.load_runs(**self.filters(), limit=PAGE_SIZE, offset=(self.page - 1) * PAGE_SIZE)
+
+
+def status_counts(counts: dict[str, int]) -> None:
     for column, status in zip(st.columns(len(STATUS_BADGES)), STATUS_BADGES, strict=True):
         column.metric(badge(status), counts.get(status, 0))
 
@@ -68,17 +89,47 @@ def show_table(records: list[dict[str, Any]]) -> None:
     )
 
 
-def live_section(status_filter: list[str]) -> None:
+def live_section(listing: Listing) -> None:
     """Everything that changes while runs go; re-run on its own by the fragment."""
-    records = backend.load_runs()
-    status_counts(records)
-    active = [r for r in records if r["status"] in ACTIVE]
+    counts = backend.status_counts()
+    status_counts(counts)
+    active = backend.load_runs(status=ACTIVE, limit=ACTIVE_SHOWN)
     if active:
         st.subheader("In progress")
         show_progress(active)
+        more = sum(counts.get(status, 0) for status in ACTIVE) - len(active)
+        if more > 0:
+            st.caption(f"and {more:,} more queued or running (filter the table below by status to see them)")
     st.subheader("All runs")
-    shown = [r for r in records if r["status"] in status_filter] if status_filter else records
-    show_table(shown)
+    records = listing.records()
+    total = backend.count_runs(**listing.filters())
+    first = (listing.page - 1) * PAGE_SIZE
+    st.caption(f"runs {first + 1:,}-{first + len(records):,} of {total:,}, newest first" if records
+               else "No run matches these filters.")
+    show_table(records)
+
+
+def choose_listing() -> Listing:
+    """The filters and the page, from the address (so a filtered page can be shared) and written back to it."""
+    c1, c2, c3, c4 = st.columns([3, 2, 2, 1])
+    chosen = {}
+    for column, (name, label, options, key) in zip((c1, c2, c3), (
+            ("status", "show statuses", list(STATUS_BADGES), "runs.filter"),
+            ("method", "methods", backend.run_values("method"), "runs.method"),
+            ("task", "tasks", backend.run_values("task"), "runs.task")), strict=True):
+        default = [item for item in items_from_query(name) if item in options]
+        chosen[name] = column.multiselect(label, options, default=default, key=key, placeholder=f"all {label}",
+                                          format_func=badge if name == "status" else str)
+        keep_in_query(name, chosen[name])
+    listing = Listing(tuple(chosen["status"]), tuple(chosen["method"]), tuple(chosen["task"]))
+    pages = max(1, math.ceil(backend.count_runs(**listing.filters()) / PAGE_SIZE))
+    if "runs.page" not in st.session_state:
+        wanted = str(st.query_params.get("page", "1"))
+        st.session_state["runs.page"] = int(wanted) if wanted.isdigit() and int(wanted) > 0 else 1
+    st.session_state["runs.page"] = min(st.session_state["runs.page"], pages)  # filters may leave fewer pages
+    page = int(c4.number_input(f"page (of {pages:,})", min_value=1, max_value=pages, key="runs.page"))
+    keep_in_query("page", [page] if page > 1 else [])
+    return replace(listing, page=page)
 
 
 def show_failure(record: dict[str, Any]) -> None:
@@ -119,21 +170,20 @@ def actions(records: list[dict[str, Any]]) -> None:
 def main() -> None:
     st.title("Runs")
     show_workers()
-    status_filter = st.multiselect("show statuses", list(STATUS_BADGES), key="runs.filter",
-                                   format_func=badge, placeholder="all statuses")
-    records = backend.load_runs()
-    if not records:
+    counts = backend.status_counts()
+    if not counts:
         st.info("No runs yet: start one on the Launch page.")
         st.page_link(PAGES["launch"], label="Launch a run", icon=":material/rocket_launch:")
         return
-    any_active = any(r["status"] in ACTIVE for r in records)
-    live(live_section, REFRESH_SECONDS if any_active else None)(status_filter)
+    listing = choose_listing()
+    any_active = any(counts.get(status) for status in ACTIVE)
+    live(live_section, REFRESH_SECONDS if any_active else None)(listing)
     st.subheader("Act on a run")
-    actions(records)
-    failed = [r for r in records if r["status"] == RunStatus.FAILED]
-    if failed:
-        with st.expander(f"Failures ({len(failed)})"):
-            for r in failed[:20]:
+    st.caption("On the runs of the page shown above.")
+    actions(listing.records())
+    if counts.get(RunStatus.FAILED):
+        with st.expander(f"Failures ({counts[RunStatus.FAILED]:,}; the newest {FAILURES_SHOWN} shown)"):
+            for r in backend.load_runs(status=RunStatus.FAILED, limit=FAILURES_SHOWN):
                 st.markdown(f"**{plain(run_label(r))}** · {plain(r.get('model'))}")
                 st.code(r.get("error") or "no reason recorded", language=None)
 
