@@ -351,4 +351,20 @@ def markdown(report: dict) -> str:
             rule = selection_text([c for c in cells if c["row"] == row])
             out.append(f"| {row} | {rule} | " + " | ".join(entries) + " |")
         out.append("")
-    return "\n".join(out)
+    return "\n".join(out + search_table(report.get("lr_search", [])))
+
+
+def search_table(points: list[dict]) -> list[str]:
+    """The learning-rate searches: each cell's selection score at every rate of its grid (first seed)."""
+    if not points:
+        return []
+    rates = sorted({p["lr"] for p in points})
+    scores = {(p["row"], p["column"], p["lr"]): p["selection_score"] for p in points}
+    cells = list(dict.fromkeys((p["row"], p["column"]) for p in points))
+    out = ["**learning-rate search** (selection-split score of the first seed at each rate; the reported set is "
+           "not read)", "", "| | | " + " | ".join(f"lr {lr:g}" for lr in rates) + " |",
+           "|---|---|" + "---:|" * len(rates)]
+    for row, column in cells:
+        values = [scores.get((row, column, lr)) for lr in rates]
+        out.append(f"| {row} | {column} | " + " | ".join("" if v is None else f"{v:.1f}" for v in values) + " |")
+    return [*out, ""]

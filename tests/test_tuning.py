@@ -93,4 +93,6 @@ def test_the_tuned_table_picks_the_best_selection_score_and_its_finals_carry_the
     (final,) = report["runs"]
     assert final["lr"] == best and final["tuning"]["chosen_lr"] == best and len(final["tuning"]["grid"]) == 4
     assert final["metrics"] and final["selected_on"] == "heldout"
-    assert f"({tuned_label(best, 4)})" in markdown(report)
+    table = markdown(report)
+    assert f"({tuned_label(best, 4)})" in table
+    assert "| lamp | tiny-t5 / custom | " + " | ".join(f"{scores[lr]:.1f}" for lr in scores) + " |" in table
