@@ -232,14 +232,19 @@ class Fleet:
     # --- the faults
 
     def busy_slot(self) -> Slot:
-        """The slot whose worker trains a run with a stored checkpoint, else one that trains any run, else any."""
-        with session_scope() as session:
-            rows = session.execute(select(Run.worker_name, Run.checkpoint_step)
-                                   .where(Run.status == RunStatus.RUNNING)).all()
-        by_name = {slot.name: slot for slot in self.live_workers()}
-        checkpointed = [by_name[name] for name, step in rows if name in by_name and step]
-        busy = [by_name[name] for name, _ in rows if name in by_name]
-        return self.rng.choice(checkpointed or busy or self.live_workers() or self.slots)
+        """The slot whose worker trains a run with a stored checkpoint (waited for a while), else one that trains
+        any run, else any: most kills land mid-run, where a retry can resume."""
+        deadline = time.monotonic() + self.settings.fault_every_s / 2
+        while True:
+            with session_scope() as session:
+                rows = session.execute(select(Run.worker_name, Run.checkpoint_step)
+                                       .where(Run.status == RunStatus.RUNNING)).all()
+            by_name = {slot.name: slot for slot in self.live_workers()}
+            checkpointed = [by_name[name] for name, step in rows if name in by_name and step]
+            busy = [by_name[name] for name, _ in rows if name in by_name]
+            if checkpointed or not busy or time.monotonic() > deadline:
+                return self.rng.choice(checkpointed or busy or self.live_workers() or self.slots)
+            time.sleep(0.5)
 
     def kill(self) -> str:
         slot = self.busy_slot()
