@@ -19,11 +19,11 @@ from pathlib import Path, PurePosixPath
 
 from sqlalchemy import Text, cast, delete, exists, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from lamp_common.errors import LampError
-from store.db import session_scope
+from store.db import session_scope, unreachable
 from store.models import Blob, Run, RunFile, Upload, utcnow
 from store.settings import MB, host_name, stored_file_limit
 
@@ -94,7 +94,8 @@ def _replace_row(session: Session, run_id: int, name: str, **values: object) -> 
 
 def forget_unused_blob(sha256: str | None) -> None:
     """Delete a blob nothing references any more (an older checkpoint). Best effort, in its own transaction: a
-    concurrent reference keeps it (the foreign key refuses the delete), and an orphan left behind is harmless."""
+    concurrent reference keeps it (the foreign key refuses the delete), a store that is away now (a restart) leaves
+    it, and an orphan left behind is harmless; so a run never fails here."""
     if not sha256:
         return
     try:
@@ -103,8 +104,9 @@ def forget_unused_blob(sha256: str | None) -> None:
                 Blob.sha256 == sha256,
                 ~exists().where(RunFile.blob == sha256),
                 ~exists().where(Upload.sha256 == sha256)))
-    except IntegrityError:
-        pass
+    except DBAPIError as exc:
+        if not isinstance(exc, IntegrityError) and not unreachable(exc):
+            raise
 
 
 def store_run_file(session: Session, run_id: int, name: str, path: Path) -> str | None:
