@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,13 +19,14 @@ from lamp_engine.config import RunConfig
 from store.accounts import Actor
 from store.artifacts import artifact_path
 from store.audit import actions_on
-from store.db import session_scope
+from store.db import dispose, ensure_schema, session_scope
+from store.models import Run
 from store.queries import get_run, list_runs, metric_series
 from store.settings import host_name
 from store.status import FINISHED
 from worker import queue
 from worker.connection import QueueUnavailable, redis_connection
-from worker.jobs import run_training
+from worker.jobs import run_folder, run_training
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ADMIN = Actor("tester", admin=True)  # the queue's actions take the acting user
@@ -242,3 +244,28 @@ def test_a_dead_run_whose_retry_cannot_be_queued_is_left_for_the_next_reconcile(
     assert queue.reconcile() == [lost]
     with session_scope() as session:
         assert [run.status for run in list_runs(session) if run.parent_id == lost] == ["queued"]
+
+
+@pytest.mark.slow
+def test_a_claimed_run_finds_its_folder_across_a_postgres_restart(tmp_path, monkeypatch):
+    """The look-up of a claimed run's folder was the one store read of run_training without retries: a PostgreSQL
+    restart at that moment failed the run with a bare OperationalError (seen in `lamp bench soak`). It now waits."""
+    from private_servers import ServerGroup
+
+    with ServerGroup("lamp-folder-") as group:
+        postgres = group.postgres()
+        monkeypatch.setenv("DATABASE_URL", postgres.url)
+        monkeypatch.setenv("LAMP_HOME", str(tmp_path))
+        try:
+            ensure_schema()
+            with session_scope() as session:
+                run = Run(config={}, method="pt", model="tiny-t5", task="sst2", status="running",
+                          artifact_dir="runs/7")
+                session.add(run)
+            postgres.stop("fast")
+            restart = threading.Timer(1.0, postgres.start)
+            restart.start()
+            assert run_folder(run.id) == tmp_path.resolve() / "runs" / "7"
+            restart.join()
+        finally:
+            dispose(postgres.url)

@@ -242,6 +242,16 @@ def _local_data(config: RunConfig) -> RunConfig:
     return dataclasses.replace(config, data=dataclasses.replace(config.data, **with_retries(fetch, "uploads")))
 
 
+def run_folder(run_id: int) -> Path:
+    """The run's local folder (LAMP_HOME/runs/ID), waiting for the store if it is away (a restart right after the
+    run was claimed failed the run)."""
+    def find() -> Path:
+        with session_scope() as session:
+            return run_dir(get_run(session, run_id))
+
+    return with_retries(find, f"run {run_id}: folder")
+
+
 def _where(exc: LampError, data_dir: str | None) -> str:
     """The engine's message, and for a task whose data is missing, which host and folder looked for it."""
     if not isinstance(exc, TaskError):
@@ -263,8 +273,7 @@ def run_training(run_id: int) -> dict[str, Any]:
         from lamp_engine.train import Callbacks, train
 
         policy = CheckpointPolicy.from_env()
-        with session_scope() as session:
-            folder = run_dir(get_run(session, run_id))
+        folder = run_folder(run_id)
         folder.parent.mkdir(parents=True, exist_ok=True)
         run_config = _local_data(RunConfig.from_stored(config, f"run {run_id}").with_data_dir(data_dir))
         data_dir = run_config.data.data_dir  # the run's own folder, when it names one
