@@ -225,8 +225,8 @@ def test_the_run_page_offers_the_stored_files_and_says_where_a_kept_one_lies(lam
 
 def test_freeing_an_old_checkpoint_while_the_store_is_away_does_not_fail_the_run(monkeypatch):
     """After a checkpoint is stored, its predecessor's bytes are freed in a transaction of their own; a PostgreSQL
-    restart at that moment raised out of the training loop and failed the run (a `lamp bench soak` run failed with
-    a bare OperationalError at a restart). The freeing is best effort: an orphan is harmless."""
+    restart at that moment raised out of the training loop and failed the run (found while tracing a soak run that
+    failed with a bare OperationalError at a restart). The freeing is best effort: an orphan is harmless."""
     from private_servers import ServerGroup
 
     with ServerGroup("lamp-forget-") as group:
