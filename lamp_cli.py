@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "retry": ("worker.cli", "queue a failed or cancelled run again"),
     "delete": ("worker.cli", "delete a finished run's files (its record stays)"),
     "export": ("worker.cli", "copy a run's prompt files to a folder"),
+    "sync-trackers": ("worker.cli", "send a run's trackers (MLflow, W&B) what they miss"),
     "worker": ("worker.cli", "start a worker"),
     "migrate": ("store.cli", "upgrade the store's schema to the newest revision"),
     "up": ("app.launcher", "start Redis, the store, a worker and the dashboard"),

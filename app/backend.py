@@ -43,6 +43,7 @@ from store.files import (
     stored_files,
     upload_suffix,
 )
+from store.mirrors import mirror_status
 from store.models import Run
 from store.status import RunStatus
 from worker.connection import QueueUnavailable
@@ -195,9 +196,21 @@ def submit(request: LaunchRequest, name: str) -> list[int]:
         _, run_ids = _queue_call("submit_tuned", request.configs, request.grid, name, submitted_by=submitter())
         return list(run_ids)
     if not request.is_sweep:
-        return [_queue_call("submit_run", request.configs[0], submitted_by=submitter())]
-    _, run_ids = _queue_call("submit_sweep", request.configs, request.grid, name, submitted_by=submitter())
+        return [_queue_call("submit_run", request.configs[0], submitted_by=submitter(), trackers=request.trackers)]
+    _, run_ids = _queue_call("submit_sweep", request.configs, request.grid, name, submitted_by=submitter(),
+                             trackers=request.trackers)
     return list(run_ids)
+
+
+def worker_trackers() -> list[str]:
+    """The trackers configured on a live worker (each worker registers its own): the Launch form offers those."""
+    return _queue_call("worker_trackers")
+
+
+def tracker_mirrors(run_id: int) -> list[dict[str, Any]]:
+    """Which trackers have the run and which are behind (store/mirrors.py)."""
+    with session_scope() as session:
+        return mirror_status(session, run_id)
 
 
 def cancel(run_id: int) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+EVAL_PREFIX = "eval_"  # a metric point of an evaluation: "eval_accuracy", apart from a training point of one name
 SELECTION_SPLITS = {"heldout": "held-out split", "validation": "⚑ reported set"}  # --select-on, as the views mark it
 
 

@@ -17,6 +17,9 @@ from lamp_common.cli import OneLineParser
 from lamp_common.result import RunResult
 from lamp_engine.config import PROTOCOLS, RunConfig, default_data_dir, flat_fields
 from lamp_engine.errors import ConfigError, LampError
+from lamp_engine.trackers import TRACKERS, Mirror, MirrorState, TrackerError, chosen
+from lamp_engine.trackers.core import tracker_grace_s, trackers_for
+from lamp_engine.trackers.runs import LocalRun
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,11 +53,25 @@ def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) ->
     return RunConfig.from_flat({**values, **config_values(args)})
 
 
+def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
+    """--mlflow/--no-mlflow, --wandb/--no-wandb: mirror the run to a tracker or not (default: each one whose
+    variable is set where the run trains; docs/trackers.md)."""
+    for name, kind in TRACKERS.items():
+        parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None,
+                            help=f"mirror the run to {name} (default: when {kind.variable} is set where it trains)")
+
+
+def tracker_choices(args: argparse.Namespace) -> dict[str, bool]:
+    """The trackers turned on or off by a flag; those not named follow their variable."""
+    return {name: getattr(args, name) for name in TRACKERS if getattr(args, name, None) is not None}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="lamp train", description="Train one soft prompt on a frozen model.")
     parser.add_argument("--output", help="run folder to write (default: runs/<time>-<model>-<task>-<method>)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR (flags given override its config)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_tracker_arguments(parser)
     add_protocol_argument(parser)
     add_config_arguments(parser)
     return parser
@@ -78,8 +95,8 @@ def resolve_run(args: argparse.Namespace) -> tuple[RunConfig, Path]:
     return config, folder
 
 
-def progress_callbacks(quiet: bool):
-    """A tqdm bar on a terminal; plain silence elsewhere."""
+def progress_callbacks(quiet: bool, mirrored: LocalRun | None = None):
+    """A tqdm bar on a terminal; plain silence elsewhere. The mirrored run, if any, records every point."""
     from tqdm import tqdm
 
     from lamp_engine.train import Callbacks
@@ -89,6 +106,8 @@ def progress_callbacks(quiet: bool):
 
     def on_step(step: int, total: int, values: dict[str, float], seconds: float) -> None:
         nonlocal bar
+        if mirrored:
+            mirrored.on_step(step, total, values, seconds)
         if not enabled:
             return
         if bar is None:
@@ -97,10 +116,40 @@ def progress_callbacks(quiet: bool):
         bar.set_postfix(loss=f"{values['loss']:.4f}")
 
     def on_eval(step: int, metrics: dict[str, float]) -> None:
+        if mirrored:
+            mirrored.on_eval(step, metrics)
         if enabled and bar is not None:
             bar.write(f"step {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
 
-    return Callbacks(on_step=on_step, on_eval=on_eval)
+    return Callbacks(on_start=mirrored.on_start if mirrored else None, on_step=on_step, on_eval=on_eval)
+
+
+def start_mirror(args: argparse.Namespace, config: RunConfig, folder: Path) -> tuple[LocalRun, Mirror] | None:
+    """The trackers this run goes to, sending from a background thread; None for none. A tracker asked for that
+    cannot be used here (its variable unset, its package missing) is a TrackerError before anything trains."""
+    names = chosen(tracker_choices(args))
+    if not names:
+        return None
+    trackers = trackers_for(names)
+    for problem in (tracker for tracker in trackers.values() if isinstance(tracker, str)):
+        raise TrackerError(problem)
+    local = LocalRun(config, folder)
+    return local, Mirror(trackers, {name: MirrorState(name) for name in names}, local.snapshot).start()
+
+
+def finish_mirror(mirrored: tuple[LocalRun, Mirror] | None, result: RunResult | None) -> None:
+    """Give the trackers a bounded time to take the end of the run; say which have it and which do not."""
+    if mirrored is None:
+        return
+    local, mirror = mirrored
+    local.ended(result)
+    for name, state in mirror.finish(tracker_grace_s()).items():
+        where = f" ({state.url})" if state.url else ""
+        if state.finished:
+            print(f"{name}: mirrored{where}", file=sys.stderr)
+        else:
+            print(f"{name}: behind, not everything was sent ({state.error or 'still sending'}){where}",
+                  file=sys.stderr)
 
 
 def summary(result: RunResult, folder: Path) -> str:
@@ -115,9 +164,15 @@ def main(argv: list[str]) -> int:
     try:
         config, folder = resolve_run(args)
         config = config.with_data_dir(default_data_dir())
+        mirrored = start_mirror(args, config, folder)
         from lamp_engine.train import train
 
-        result = train(config, folder, progress_callbacks(args.quiet), resume=bool(args.resume))
+        try:
+            result = train(config, folder, progress_callbacks(args.quiet, mirrored and mirrored[0]),
+                           resume=bool(args.resume))
+        except BaseException:
+            finish_mirror(mirrored, None)
+            raise
     except LampError as exc:
         print(f"lamp train: error: {exc}", file=sys.stderr)
         return 2
@@ -125,4 +180,5 @@ def main(argv: list[str]) -> int:
         print("lamp train: interrupted; nothing was written", file=sys.stderr)
         return 130
     print(summary(result, folder))
+    finish_mirror(mirrored, result)
     return 0

@@ -32,10 +32,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from lamp_common.result import Outcome, RunResult
+from lamp_common.result import EVAL_PREFIX, Outcome, RunResult  # noqa: F401  (EVAL_PREFIX: imported from here too)
 from store.status import RunStatus
-
-EVAL_PREFIX = "eval_"
 
 
 def utcnow() -> datetime:
@@ -120,6 +118,7 @@ class Run(Base):
     resumed_from_step: Mapped[int | None] = mapped_column(Integer)  # it continued a checkpoint of this step
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # deleted: files gone, row kept for the audit
     health: Mapped[str | None] = mapped_column(String(500))  # "not learning: ..." (lamp_engine/health.py)
+    trackers: Mapped[dict[str, bool] | None] = mapped_column(JSON)  # trackers turned on/off for this run (--mlflow)
     # A learning-rate search (lamp_engine/tuning.py): a search point's {"role": "search", "key", "seeds"}; a final
     # run's {"role": "final", "key", "chosen_lr", "grid": [[lr, selection score], ...], "metric", "split"}.
     lr_tuning: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -144,6 +143,26 @@ class MetricPoint(Base):
     step: Mapped[int] = mapped_column(Integer)
     key: Mapped[str] = mapped_column(String(64))
     value: Mapped[float] = mapped_column(Float)
+
+
+class TrackerMirror(Base):
+    """How far one experiment tracker (MLflow, W&B) has one run: lamp_engine.trackers.MirrorState, persisted.
+    Points up to `sent_seq` (a metric point's id) are in the tracker; `finished`: it has the whole run, ended."""
+
+    __tablename__ = "tracker_mirrors"
+    __table_args__ = (UniqueConstraint("run_id", "tracker", name="uq_tracker_mirrors_run_tracker"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    tracker: Mapped[str] = mapped_column(String(16))
+    mirror_key: Mapped[str] = mapped_column(String(64))
+    remote_id: Mapped[str | None] = mapped_column(String(200))
+    url: Mapped[str | None] = mapped_column(String(1000))
+    sent_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    files_sent: Mapped[bool] = mapped_column(Boolean, default=False)
+    finished: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(String(500))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Blob(Base):

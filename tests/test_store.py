@@ -16,7 +16,7 @@ from store.models import MetricPoint, Run, Sweep, utcnow
 from store.queries import UnknownRun, get_run, list_runs, metric_keys, metric_series, sweeps
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HEAD = "0006"
+HEAD = "0007"
 CONFIG = {"model": "tiny-t5", "task": "sst2", "prompt": {"method": "lamp"}, "train": {}, "data": {}}
 
 
@@ -35,7 +35,8 @@ def test_upgrade_creates_the_schema_on_an_empty_database(database_url):
     upgrade(database_url)
     inspector = inspect(get_engine(database_url))
     assert set(inspector.get_table_names()) == {"alembic_version", "runs", "metric_points", "sweeps", "blobs",
-                                                 "run_files", "uploads", "accounts", "login_failures", "run_actions"}
+                                                 "run_files", "uploads", "accounts", "login_failures", "run_actions",
+                                                 "tracker_mirrors"}
     assert _revision(database_url) == HEAD
     run_columns = {column["name"] for column in inspector.get_columns("runs")}
     assert {"worker_host", "worker_pid", "stop_requested", "main_metric_value", "artifact_dir", "submitted_by",

@@ -20,7 +20,14 @@ from sqlalchemy.exc import OperationalError
 
 from lamp_common.cli import OneLineParser
 from lamp_common.errors import LampError
-from lamp_engine.cli import add_config_arguments, add_protocol_argument, config_from_args, config_values
+from lamp_engine.cli import (
+    add_config_arguments,
+    add_protocol_argument,
+    add_tracker_arguments,
+    config_from_args,
+    config_values,
+    tracker_choices,
+)
 from lamp_engine.config import RunConfig, expand_grid, flat_fields
 from lamp_engine.errors import ConfigError
 from store.accounts import command_line_actor
@@ -69,7 +76,7 @@ def _print_json(data: Any) -> None:
 def cmd_submit(args: argparse.Namespace) -> int:
     """Prints the run's id (for scripts) and, on stderr, what it will train before any model loads."""
     config = config_from_args(args)
-    run_id = queue.submit_run(config, job_timeout=args.timeout)
+    run_id = queue.submit_run(config, job_timeout=args.timeout, trackers=tracker_choices(args))
     print(run_id)
     print(f"run {run_id} queued: {config.method.name} on {config.model} / {config.task}, {describe_cost(config)}",
           file=sys.stderr)
@@ -93,7 +100,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"sweep {sweep_id}: learning-rate search runs {' '.join(map(str, run_ids))}; the final runs are "
               "queued at the chosen rate when the search ends")
         return 0
-    sweep_id, run_ids = queue.submit_sweep(configs, grid, args.name)
+    sweep_id, run_ids = queue.submit_sweep(configs, grid, args.name, trackers=tracker_choices(args))
     print(f"sweep {sweep_id}: runs {' '.join(map(str, run_ids))}")
     return 0
 
@@ -186,6 +193,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync_trackers(args: argparse.Namespace) -> int:
+    """Send the run's trackers what they miss, now; one line per tracker. Exit code 1 while one is behind."""
+    from worker.trackers import sync_run
+
+    with session_scope() as session:
+        get_run(session, args.run_id)  # an unknown run is one line
+    states = sync_run(args.run_id)
+    if not states:
+        print(f"run {args.run_id}: mirrored to no tracker (set LAMP_MLFLOW_TRACKING_URI or LAMP_WANDB_PROJECT)")
+    for name, state in states.items():
+        where = f" {state.url}" if state.url else ""
+        print(f"{name}: {'up to date' if state.finished else 'behind: ' + (state.error or 'the run goes on')}{where}")
+    return 0 if all(state.finished for state in states.values()) else 1
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from worker.runner import start_worker
 
@@ -204,6 +226,7 @@ def build_parser(name: str) -> OneLineParser:
     if name in ("submit", "sweep"):
         parser = OneLineParser(prog=f"lamp {name}", description="queue runs for a worker; prints the ids")
         add_protocol_argument(parser)
+        add_tracker_arguments(parser)
         add_config_arguments(parser)
         parser.add_argument("--timeout", type=int, default=queue.DEFAULT_JOB_TIMEOUT_S,
                             help="seconds a run may take before the worker stops it")
@@ -216,8 +239,9 @@ def build_parser(name: str) -> OneLineParser:
                                      "grid (lamp_engine/methods.py) trains on the first seed, scored on the "
                                      "selection split only, then every seed at the chosen rate")
         return parser
-    if name in ("status", "cancel", "retry", "delete", "export"):
+    if name in ("status", "cancel", "retry", "delete", "export", "sync-trackers"):
         parser = _run_id_parser(name, {"status": "show one run and who acted on it", "cancel": "cancel or stop a run",
+                                       "sync-trackers": "send a run's trackers (MLflow, W&B) what they miss",
                                        "retry": "queue a failed or cancelled run again",
                                        "delete": "delete a finished run's files and hide it (its record stays)",
                                        "export": "copy a run's prompt files"}[name])
@@ -247,6 +271,7 @@ def build_parser(name: str) -> OneLineParser:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "submit": cmd_submit, "sweep": cmd_sweep, "status": cmd_status, "runs": cmd_runs, "cancel": cmd_cancel,
     "retry": cmd_retry, "delete": cmd_delete, "export": cmd_export, "worker": cmd_worker,
+    "sync-trackers": cmd_sync_trackers,
 }
 
 

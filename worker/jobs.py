@@ -37,6 +37,7 @@ from store.queries import get_run
 from store.settings import host_name
 from store.status import RunStatus
 from worker.checkpoints import Checkpointer, CheckpointPolicy, restore_checkpoint
+from worker.trackers import finish_mirror, start_mirror
 
 log = logging.getLogger(__name__)
 
@@ -268,13 +269,14 @@ def run_training(run_id: int) -> dict[str, Any]:
     config = _claim(run_id)
     if config is None:
         return {"run_id": run_id, "status": "skipped"}
-    reporter, folder, data_dir = StoreReporter(run_id), None, default_data_dir()
+    reporter, folder, data_dir, mirror = StoreReporter(run_id), None, default_data_dir(), None
     try:
         from lamp_engine.train import Callbacks, train
 
         policy = CheckpointPolicy.from_env()
         folder = run_folder(run_id)
         folder.parent.mkdir(parents=True, exist_ok=True)
+        mirror = start_mirror(run_id, folder)  # the trackers, sent to from a thread of their own
         run_config = _local_data(RunConfig.from_stored(config, f"run {run_id}").with_data_dir(data_dir))
         data_dir = run_config.data.data_dir  # the run's own folder, when it names one
         resumed = restore_checkpoint(run_id, folder)
@@ -289,6 +291,7 @@ def run_training(run_id: int) -> dict[str, Any]:
         _fail(run_id, folder, f"{type(exc).__name__}: {exc}")
         raise  # RQ keeps the traceback in its failed registry
     finally:
+        finish_mirror(run_id, mirror)
         _continue_search(run_id)
     return {"run_id": run_id, "status": str(RunStatus.FAILED)}
 

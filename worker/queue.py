@@ -50,13 +50,14 @@ from store.models import MetricPoint, Run, RunFile, Sweep, utcnow
 from store.queries import get_run
 from store.settings import auto_retries, max_sweep_runs, os_user, predictions_per_minute, queue_quota
 from store.status import ACTIVE, FINISHED, RETRYABLE, WITH_PROMPT, RunStatus
-from worker.connection import redis_connection
+from worker.connection import embedded_running, redis_connection
 
 log = logging.getLogger(__name__)
 
 TRAIN_QUEUE = "lamp"
 PREDICT_QUEUE = "lamp-predict"
 DEFAULT_QUEUES = (PREDICT_QUEUE, TRAIN_QUEUE)  # a worker answers "try it" requests between trainings
+TRACKERS_FIELD = "lamp_trackers"  # in a worker's registration: the trackers configured on it ("mlflow,wandb")
 DEFAULT_JOB_TIMEOUT_S = int(os.environ.get("LAMP_JOB_TIMEOUT", 24 * 3600))
 PREDICT_TIMEOUT_S = 600
 RESULT_TTL_S = 7 * 24 * 3600
@@ -130,8 +131,10 @@ def check_quota(session: Any, person: str, adding: int) -> None:
 
 def submit_run(config: RunConfig, sweep_id: int | None = None, parent_id: int | None = None,
                job_timeout: int = DEFAULT_JOB_TIMEOUT_S, submitted_by: str | None = None,
-               within_quota: bool = True, lr_tuning: dict[str, Any] | None = None) -> int:
-    """Store a queued run and enqueue its job; returns the run id.
+               within_quota: bool = True, lr_tuning: dict[str, Any] | None = None,
+               trackers: dict[str, bool] | None = None) -> int:
+    """Store a queued run and enqueue its job; returns the run id. `trackers`: trackers turned on or off for this
+    run (`--mlflow`, `--no-wandb`); those not named follow the worker's variables.
 
     The job is enqueued inside the row's transaction, so a committed queued row always has its job in Redis
     (reconcile relies on that); a worker that dequeues it before the commit waits for the row to appear. A
@@ -146,18 +149,19 @@ def submit_run(config: RunConfig, sweep_id: int | None = None, parent_id: int | 
     config = _uploaded_data(config, submitted_by)
     with quota_counted(submitted_by) if within_quota else contextlib.nullcontext():
         return _store_and_enqueue(queue, config, sweep_id, parent_id, job_timeout, submitted_by, within_quota,
-                                  lr_tuning)
+                                  lr_tuning, trackers)
 
 
 def _store_and_enqueue(queue: Queue, config: RunConfig, sweep_id: int | None, parent_id: int | None,
                        job_timeout: int, submitted_by: str, within_quota: bool,
-                       lr_tuning: dict[str, Any] | None) -> int:
+                       lr_tuning: dict[str, Any] | None, trackers: dict[str, bool] | None = None) -> int:
     with session_scope() as session:
         if within_quota:
             check_quota(session, submitted_by, 1)
         run = Run(config=config.to_dict(), method=config.method.name, model=config.model, task=config.task,
                   status=RunStatus.QUEUED, created_at=utcnow(), sweep_id=sweep_id, parent_id=parent_id,
-                  progress=0.0, step=0, stop_requested=False, submitted_by=submitted_by, lr_tuning=lr_tuning)
+                  progress=0.0, step=0, stop_requested=False, submitted_by=submitted_by, lr_tuning=lr_tuning,
+                  trackers=trackers or None)
         session.add(run)
         session.flush()
         if parent_id is not None:
@@ -169,7 +173,7 @@ def _store_and_enqueue(queue: Queue, config: RunConfig, sweep_id: int | None, pa
 
 
 def submit_sweep(configs: list[RunConfig], grid: dict[str, list[Any]], name: str,
-                 submitted_by: str | None = None) -> tuple[int, list[int]]:
+                 submitted_by: str | None = None, trackers: dict[str, bool] | None = None) -> tuple[int, list[int]]:
     """Queue the runs of one sweep (expanded and validated by the caller); returns (sweep id, run ids).
     Nothing is queued when the sweep is over the size limit or the submitter's queue quota."""
     refuse_formula(name, "sweep name")
@@ -182,8 +186,8 @@ def submit_sweep(configs: list[RunConfig], grid: dict[str, list[Any]], name: str
             session.add(sweep)
             session.flush()
             sweep_id = sweep.id
-        return sweep_id, [submit_run(config, sweep_id=sweep_id, submitted_by=submitted_by, within_quota=False)
-                          for config in configs]
+        return sweep_id, [submit_run(config, sweep_id=sweep_id, submitted_by=submitted_by, within_quota=False,
+                                     trackers=trackers) for config in configs]
 
 
 def submit_tuned(configs: list[RunConfig], grid: dict[str, list[Any]], name: str,
@@ -301,6 +305,19 @@ def cancel_run(run_id: int, actor: Actor, force: bool = False) -> str:
     return str(RunStatus.CANCELLED)
 
 
+def worker_trackers(connection: Redis | None = None) -> list[str]:
+    """The trackers configured on at least one live worker (each registers its own; the Launch form offers those).
+    None while no Redis runs: asking never starts the embedded one."""
+    if connection is None and not (os.environ.get("REDIS_URL") or embedded_running()):
+        return []
+    connection = connection or redis_connection()
+    names: set[str] = set()
+    for worker in Worker.all(connection=connection):
+        field = connection.hget(worker.key, TRACKERS_FIELD)
+        names.update(name for name in (field or b"").decode().split(",") if name)
+    return sorted(names)
+
+
 def retry_run(run_id: int, actor: Actor) -> int:
     """Queue a failed or cancelled run again as a new run linked to it (parent_id), continuing from its last
     checkpoint when it stored one; returns the new id. Only the run's owner or an admin may; the new run is the
@@ -310,7 +327,7 @@ def retry_run(run_id: int, actor: Actor) -> int:
         raise LampError(f"run {run_id}: is {run.status}; only failed or cancelled runs can be retried")
     config = RunConfig.from_stored(run.config, f"run {run_id}")
     new_id = submit_run(config, sweep_id=run.sweep_id, parent_id=run_id, submitted_by=actor.name,
-                        lr_tuning=run.lr_tuning)
+                        trackers=run.trackers, lr_tuning=run.lr_tuning)
     with session_scope() as session:
         record_action(session, run_id, Action.RETRY, actor.name, detail=f"as run {new_id}")
     return new_id

@@ -16,11 +16,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
+from lamp_engine.trackers import TRACKERS, TrackerError, configured
+from lamp_engine.trackers.core import tracker_grace_s
 from store.db import ensure_schema
 from store.settings import auto_retries, store_patience_s, stored_file_limit
 from worker.checkpoints import CheckpointPolicy
 from worker.connection import redis_connection
-from worker.queue import DEFAULT_QUEUES, reconcile
+from worker.queue import DEFAULT_QUEUES, TRACKERS_FIELD, reconcile
+from worker.trackers import catch_up
 
 MAINTENANCE_EVERY_S = 60
 HEARTBEAT_EVERY_S = 10  # a dead worker's registration expires this + 60 s after its last heartbeat
@@ -79,6 +82,12 @@ class LampWorker(Worker):
             self.log.warning("job %s ended while Redis was unreachable (%s); waiting for Redis", job.id, exc)
             wait_for_redis(self.connection, store_patience_s())
 
+    def register_birth(self) -> None:
+        """Registered with the trackers configured here, so the dashboard offers only those (the field goes
+        when the worker's registration does)."""
+        super().register_birth()
+        self.connection.hset(self.key, TRACKERS_FIELD, ",".join(configured()))
+
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
         try:
@@ -88,6 +97,13 @@ class LampWorker(Worker):
             return
         if marked:
             self.log.warning("reconcile marked runs failed: %s", ", ".join(map(str, marked)))
+        try:
+            mirrored = catch_up()
+        except Exception:  # a tracker or the store away: the runs stay behind until the next round
+            self.log.exception("trackers: catching up failed")
+            return
+        if mirrored:
+            self.log.info("trackers: runs %s now mirrored whole", ", ".join(map(str, mirrored)))
 
 
 def check_settings() -> None:
@@ -95,6 +111,10 @@ def check_settings() -> None:
     CheckpointPolicy.from_env()
     stored_file_limit()
     store_patience_s()
+    tracker_grace_s()
+    for name in configured():
+        if problem := TRACKERS[name].missing_package():
+            raise TrackerError(problem)
     auto_retries()
 
 

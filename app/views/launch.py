@@ -15,12 +15,14 @@ import pandas as pd
 import streamlit as st
 
 from app import backend, catalog, forms
+from app.backend import QueueUnavailable
 from app.forms import LaunchRequest, parse_list, preview_rows
 from app.ui import PAGES, queue_call
 from lamp_engine.aliases import ALIASES, ModelShape
 from lamp_engine.config import DEVICES, DTYPES, SELECT_ON, SWITCH, ConfigError, RunConfig
 from lamp_engine.methods import METHODS
 from lamp_engine.methods import method_fields as all_method_fields
+from lamp_engine.trackers import TRACKERS
 
 K = "launch."  # widget key prefix; a method's own settings live under launch.<method>.<field>
 FIELDS_PER_ROW = 4  # a method's settings per row of the form: wide enough for "balanced" and "all-linear"
@@ -283,6 +285,25 @@ def format_count(value: int | None) -> str:
     return "after the data loads" if value is None else f"{value:,}"
 
 
+@st.cache_data(ttl=10, show_spinner=False)
+def offered_trackers() -> list[str]:
+    return backend.worker_trackers()
+
+
+def tracker_choices() -> dict[str, bool]:
+    """A checkbox per experiment tracker that a live worker is configured for (LAMP_MLFLOW_TRACKING_URI,
+    LAMP_WANDB_PROJECT on its host); none when no worker offers one, or Redis is away (Launch says so)."""
+    try:
+        offered = offered_trackers()
+    except QueueUnavailable:
+        return {}
+    columns = st.columns(4)
+    return {name: columns[index % 4].checkbox(f"mirror to {TRACKERS[name].title}", value=True,
+                                              key=f"{K}tracker.{name}", help="the workers send its metrics, "
+                                              "params and files there (docs/trackers.md)")
+            for index, name in enumerate(offered) if name in TRACKERS}
+
+
 def launch(request: LaunchRequest, name: str) -> None:
     run_ids = queue_call(lambda: backend.submit(request, name), fallback=[])
     if run_ids:
@@ -310,8 +331,10 @@ def main() -> None:
             st.info(request.search_plan())
         show_cost(request)
     name = st.text_input("sweep name", key=K + "name") if mode == "sweep" else ""
+    trackers = tracker_choices()
     if st.button("Launch", type="primary", disabled=not rows_ok, key=K + "submit"):
-        launch(request, name.strip() or ("learning-rate search" if request.tune_lr else "sweep"))
+        launch(dataclasses.replace(request, trackers=trackers),
+               name.strip() or ("learning-rate search" if request.tune_lr else "sweep"))
     if st.session_state.get(K + "last_ids"):
         st.page_link(PAGES["runs"], label="Watch them on the Runs page", icon=":material/list:")
 

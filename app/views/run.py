@@ -17,6 +17,7 @@ from app import backend, charts
 from app.tables import badge, flatten_config, format_number, run_label
 from app.ui import PAGES, describe, live, plain, queue_call
 from lamp_common.result import RunResult
+from lamp_engine.trackers import TRACKERS
 from store.status import ACTIVE, FINISHED, RETRYABLE, WITH_PROMPT, RunStatus
 
 POLL_SECONDS = 1.0
@@ -63,6 +64,21 @@ def header(record: dict[str, Any]) -> None:
         st.warning(plain(record["error"]))
     if record.get("health"):
         st.warning(plain(record["health"]))
+
+
+def trackers(record: dict[str, Any]) -> None:
+    """Which experiment trackers have the run (a link to it there) and which are behind, saying why."""
+    for mirror in backend.tracker_mirrors(record["id"]):
+        kind = TRACKERS.get(mirror["tracker"])
+        name, url = kind.title if kind else mirror["tracker"], mirror["url"]
+        where = f"[open in {name}]({url})" if url and url.startswith(("http://", "https://")) else \
+            (f"offline files: `{url}` (`wandb sync` uploads them)" if url else "")
+        if mirror["up_to_date"]:
+            state = "✓ up to date"
+        else:
+            behind = f"{mirror['points_behind']:,} points behind" if mirror["points_behind"] else "its end not sent"
+            state = f"⏳ {behind}" + (f" ({plain(mirror['error'])})" if mirror["error"] else "")
+        st.caption(" · ".join(part for part in (f"{name}: {state}", where) if part))
 
 
 def results(record: dict[str, Any]) -> None:
@@ -236,7 +252,7 @@ def main() -> None:
     if record is None:
         return
     every = REFRESH_SECONDS if record["status"] in ACTIVE else None
-    live(redraw, every)(record["id"], header)
+    live(redraw, every)(record["id"], header, trackers)
     actions(record)
     live(redraw, every)(record["id"], results, curves)
     downloads(record)
