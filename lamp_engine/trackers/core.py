@@ -202,13 +202,14 @@ class Mirror:
                  every_s: float = SEND_EVERY_S) -> None:
         self.trackers, self.states, self.snapshot, self.every_s = trackers, states, snapshot, every_s
         self.save = save
-        for name, tracker in trackers.items():
-            if isinstance(tracker, str):  # not usable here: the mirror says why, and sends nothing
-                states[name].error = tracker
         self.next_try = dict.fromkeys(trackers, 0.0)
         self.wait_s = dict.fromkeys(trackers, BACKOFF_S[0])
         self.wake, self.ending, self.abandoned = threading.Event(), threading.Event(), threading.Event()
         self.thread = threading.Thread(target=self._run, name="lamp-trackers", daemon=True)
+        for name, tracker in trackers.items():
+            if isinstance(tracker, str):  # not usable here: the mirror says why, and sends nothing
+                states[name].error = tracker
+                self._save(states[name])
 
     def start(self) -> Mirror:
         self.thread.start()
