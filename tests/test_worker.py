@@ -269,3 +269,17 @@ def test_a_claimed_run_finds_its_folder_across_a_postgres_restart(tmp_path, monk
             restart.join()
         finally:
             dispose(postgres.url)
+
+
+def test_a_job_that_a_dead_worker_took_from_the_queue_goes_back_in_it(lamp_home, redis_url):
+    """A worker killed between taking a job from the queue and starting it left the job 'queued' in no queue, and
+    its run waited for ever, unseen by reconcile (the 30-minute soak ended with two such runs). It is queued again."""
+    run_id = queue.submit_run(tiny_config())
+    connection = redis_connection()
+    train = queue.get_queue(queue.TRAIN_QUEUE, connection)
+    assert connection.lrem(train.key, 0, row(run_id)["job_id"]) == 1  # what the dead worker's take left behind
+    with session_scope() as session:
+        assert queue.stuck_reason(get_run(session, run_id), connection) == queue.DROPPED
+    assert queue.reconcile() == []
+    assert (row(run_id)["status"], queue.queue_position(run_id)) == ("queued", 1)
+    assert queue.reconcile() == [] and train.count == 1

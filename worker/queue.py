@@ -65,6 +65,7 @@ TRAIN_JOB = "worker.jobs.run_training"
 PREDICT_JOB = "worker.jobs.run_prediction"
 ENDED_JOB_STATUSES = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 RECONCILED = "reconcile: "  # the start of the error of a run that reconcile marked failed
+DROPPED = "its job is in no queue (a worker took it and died before starting it)"  # reconcile queues it again
 AUTO_RETRY_ACTOR = "reconcile"  # who the audit names for an automatic retry
 QUOTA_LOCK_S = 60  # the longest a person's submission may hold their quota lock
 
@@ -402,7 +403,24 @@ def _queued_problem(run: Any, connection: Redis) -> str | None:
         return "its job vanished from Redis before it started (Redis restarted or was flushed)"
     if job.get_status() in ENDED_JOB_STATUSES:
         return _job_ended_reason(job) + " before the run started"
+    if _dropped(job, connection):
+        return DROPPED
     return None
+
+
+def _dropped(job: Job, connection: Redis) -> bool:
+    """A job that says queued but that its queue no longer holds: a worker took it and died (or lost Redis) before
+    it started it, so no worker will ever take it again."""
+    return job.get_status() == JobStatus.QUEUED and get_queue(job.origin, connection).get_job_position(job.id) is None
+
+
+def _requeue(run: Any, connection: Redis) -> None:
+    """Put a dropped job back in its queue. Should the worker that took it be alive after all, the run is claimed
+    once: the second copy finds it running and is skipped."""
+    job = fetch_job(run.job_id, connection)
+    if job is not None and _dropped(job, connection):
+        get_queue(job.origin, connection).enqueue_job(job)
+        log.warning("run %s: its job was in no queue (taken by a worker that died); queued it again", run.id)
 
 
 def _running_problem(run: Any, connection: Redis) -> str | None:
@@ -464,7 +482,8 @@ def _retry_reconciled(run_id: int) -> int | None:
 
 def reconcile(connection: Redis | None = None) -> list[int]:
     """Mark failed, with a reason, every queued run whose job vanished and every running run whose worker died,
-    and queue each again (LAMP_AUTO_RETRY times in a row at most), resuming from its checkpoint.
+    and queue each again (LAMP_AUTO_RETRY times in a row at most), resuming from its checkpoint. A queued run whose
+    job a dead worker took from the queue is not failed: its job goes back in the queue.
 
     Only queued and running rows are examined, and each is changed only if it still has the status it was
     read with, so finished runs and runs that progress meanwhile are never touched, and of two reconciles
@@ -479,7 +498,9 @@ def reconcile(connection: Redis | None = None) -> list[int]:
     marked = []
     for run in candidates:
         reason = stuck_reason(run, connection)
-        if reason and _set_status(run.id, RunStatus(run.status), RunStatus.FAILED, error=RECONCILED + reason):
+        if reason == DROPPED:
+            _requeue(run, connection)
+        elif reason and _set_status(run.id, RunStatus(run.status), RunStatus.FAILED, error=RECONCILED + reason):
             try:
                 retried = _retry_reconciled(run.id)
             except (LampError, RedisError):  # Redis went away: back as it was, for the next reconcile to retry
