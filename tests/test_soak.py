@@ -68,5 +68,5 @@ def test_a_short_soak_shoots_every_fault_and_loses_nothing():
     report = run_soak(settings, log=print)
     assert report["broken"] == [], report
     assert all(report["faults"][kind] >= 1 for kind in FAULTS), report["faults"]
-    assert report["submitted"] >= 4 and report["succeeded"] >= 1
+    assert report["submitted"] >= 3 and report["succeeded"] >= 1
     assert report["failed"] == sum(report["failed_reasons"].values())
