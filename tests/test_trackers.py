@@ -221,7 +221,7 @@ def test_a_tracker_stopped_mid_run_harms_nothing_and_gets_every_point_once_when_
         training.join(timeout=200)
         assert outcome == {"run_id": run_id, "status": "succeeded"}
         stopped = mirror_row(run_id)
-        assert not stopped.finished and stopped.error, "the mirror cannot have finished with the server stopped"
+        assert not stopped.finished, "the mirror cannot have finished with the server stopped"
     finally:
         mirrored_store.signal(signal.SIGCONT)  # back: requests it had queued are answered now, too late
         training.join(timeout=200)
@@ -237,6 +237,10 @@ def test_a_tracker_stopped_mid_run_harms_nothing_and_gets_every_point_once_when_
     theirs = mirrored_points(client(mirrored_store), mirror.remote_id, list(ours))
     assert theirs == {key: sorted(values) for key, values in ours.items()}  # none lost, none twice
     assert client(mirrored_store).get_run(mirror.remote_id).info.status == "FINISHED"
+    with session_scope() as session:  # every answer lost: the whole run is sent again, and stored once
+        session.query(TrackerMirror).filter_by(run_id=run_id).update({"sent_seq": 0, "finished": False})
+    assert catch_up() == [run_id]
+    assert mirrored_points(client(mirrored_store), mirror.remote_id, list(ours)) == theirs
 
 
 def _sent(run_id: int) -> int:
@@ -337,6 +341,7 @@ def loopback_dashboard() -> Iterator[None]:
     config.set_option("server.address", None)
 
 
+@pytest.mark.slow  # 3-5 s, and as long again to tear down Streamlit's script threads
 def test_launch_offers_a_tracker_only_once_a_live_worker_has_it_and_the_run_keeps_the_choice(
         lamp_home, redis_url, monkeypatch, loopback_dashboard):
     import streamlit as st
