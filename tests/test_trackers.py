@@ -31,6 +31,7 @@ from store.mirrors import mirror_status
 from store.models import MetricPoint, Run, TrackerMirror
 from store.queries import get_run
 from worker import queue
+from worker.cli import main as worker_cli
 from worker.jobs import run_training
 from worker.trackers import catch_up
 
@@ -205,7 +206,8 @@ def page_links_to(url: str, run_id: int, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_tracker_stopped_mid_run_harms_nothing_and_gets_every_point_once_when_back(mirrored_store, monkeypatch):
+def test_a_tracker_stopped_mid_run_harms_nothing_and_gets_every_point_once_when_back(mirrored_store, monkeypatch,
+                                                                                    capsys):
     monkeypatch.setenv("LAMP_TRACKER_GRACE_S", "1")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     run_id = queue.submit_run(RunConfig.from_flat({**TINY, "steps": 12, "eval_every": 4}))
@@ -239,7 +241,8 @@ def test_a_tracker_stopped_mid_run_harms_nothing_and_gets_every_point_once_when_
     assert client(mirrored_store).get_run(mirror.remote_id).info.status == "FINISHED"
     with session_scope() as session:  # every answer lost: the whole run is sent again, and stored once
         session.query(TrackerMirror).filter_by(run_id=run_id).update({"sent_seq": 0, "finished": False})
-    assert catch_up() == [run_id]
+    assert worker_cli(["sync-trackers", str(run_id)]) == 0
+    assert capsys.readouterr().out == f"mlflow: up to date {mirror.url}\n"
     assert mirrored_points(client(mirrored_store), mirror.remote_id, list(ours)) == theirs
 
 
@@ -261,6 +264,10 @@ def test_wandb_offline_writes_a_run_that_wandbs_records_read_back(tmp_path, monk
     flags = [f"--{key.replace('_', '-')}={value}" for key, value in TINY.items()]
     assert main(["train", *flags, "--output", str(tmp_path / "run"), "--quiet", "--wandb"]) == 0
     (run_file,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    deadline = time.monotonic() + 60  # wandb's service process writes the file on its own time, the exit last
+    while not any(record.WhichOneof("record_type") == "exit" for record in wandb_records(run_file)):
+        assert time.monotonic() < deadline, "wandb never wrote the run's end"
+        time.sleep(0.2)
     history, config, summary = read_wandb_run(run_file)
     import json
 
