@@ -133,7 +133,7 @@ def sync_run(run_id: int, trackers: dict[str, Tracker | str] | None = None) -> d
     trackers = trackers or trackers_for(names)
     with tempfile.TemporaryDirectory(prefix=f"lamp-run{run_id}-") as temporary:
         folder = Path(temporary)
-        if ended:
+        if ended and not all(state.files_sent or state.finished for state in states.values()):
             materialise_run(run_id, folder, skip=[TRAINER_STATE])
         snapshot = store_snapshot(run_id, cursor(states), folder)
         for name, state in states.items():
