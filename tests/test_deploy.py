@@ -92,7 +92,7 @@ def test_dockerfile_copies_every_package_and_installs_it_plainly():
     assert "migrations" in folders
     for folder in folders:
         assert f"COPY {folder} {folder}" in dockerfile and (ROOT / folder).is_dir()
-    assert 'pip install -c constraints.txt ".[gpu,mlflow,wandb]"' in dockerfile  # not editable: migrations ship in store
+    assert 'pip install -c constraints.txt ".[gpu,mlflow,wandb]"' in dockerfile  # not editable: migrations in store
 
 
 def test_no_password_is_written_in_a_compose_file():
