@@ -50,10 +50,10 @@ from worker.connection import QueueUnavailable
 
 RECORD_FIELDS = tuple(column.key for column in Run.__table__.columns)
 USER_KEY = "lamp.user"  # the session's logged-in user
-PENDING_UPLOAD_S = 24 * 3600  # how long a file picked in the form waits for Launch
 ADMIN_KEY = "lamp.admin"  # whether that user is an admin (app/login.py re-reads both on every page run)
-__all__ = ["QueueUnavailable"]
 PICKER_RUNS = 200  # the newest runs a run picker offers, besides the ones already chosen
+PENDING_UPLOAD_S = 24 * 3600  # how long a file picked in the form waits for Launch
+__all__ = ["QueueUnavailable"]
 log = logging.getLogger(__name__)
 
 
