@@ -28,7 +28,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,8 @@ import time
 from pathlib import Path
 
 import psutil
+
+from bench.browser import free_port  # every test server and dashboard takes a port this way
 
 REDIS_URL_VARIABLE, POSTGRES_URL_VARIABLE = "LAMP_TEST_REDIS_URL", "LAMP_TEST_POSTGRES_URL"
 SKIP_WITH_EXISTING = "LAMP_TEST_REDIS_URL and LAMP_TEST_POSTGRES_URL name existing servers: no private ones started"
@@ -58,13 +59,6 @@ def existing_servers_named() -> bool:
 
 class ServerError(RuntimeError):
     """A private server could not be started."""
-
-
-def free_port(address: str = "127.0.0.1") -> int:
-    """A port nothing listens on now (every test server and dashboard of the suite takes one this way)."""
-    with socket.socket() as probe:
-        probe.bind((address, 0))
-        return probe.getsockname()[1]
 
 
 def postgres_bin() -> Path:
