@@ -176,6 +176,7 @@ def test_curve_scores_every_variant_at_the_same_steps_and_reads_the_time_to_accu
     assert fed["pt"]["end_row_norm"] != fed["pt"]["start_row_norm"]  # PT's rows are what it trains
     md = out.with_suffix(".md").read_text()
     assert "Time to PT's final accuracy less one point" in md and "- lamp_p4: row norm " in md and "; cosine " in md
+    assert 50 <= report["majority"]["sst2"] < 100 and "| lamp_p4 | " in md.split("Robustness:")[1]
     assert "vega" in out.with_suffix(".html").read_text()
 
 
