@@ -52,7 +52,7 @@ TOKENIZER_NOTE = (
 class Requirement:
     """One line of bench/gpu_requirements.txt (its header explains the columns)."""
 
-    kind: str  # carry, tokenizer, optional or assumed
+    kind: str  # carry, tokenizer, optional, assumed or ondemand
     requirement: str  # NAME==VERSION, or only NAME for an assumed package
     module: str
     on_gpu: str

@@ -274,8 +274,8 @@ def test_wheel_folder_holds_every_carried_package_for_python_312(wheel_folder: P
     files = {parse_wheel_filename(p.name)[0]: p for p in wheel_folder.glob("*.whl")}
     manifest = json.loads((wheel_folder / "manifest.json").read_text())
     for row in requirements():
-        if row["kind"] == "assumed":
-            assert row["name"] not in files, f"{row['name']} is in the GPU image; carrying it wastes room"
+        if row["kind"] in ("assumed", "ondemand"):
+            assert row["name"] not in files, f"{row['name']}: in the GPU image or never used there; carried for nothing"
             continue
         if row["kind"] == "optional" and row["name"] not in files:  # allowed, with its reason written down
             assert any(canonicalize_name(i["requirement"].split("==")[0]) == row["name"] and i["reason"]
@@ -319,7 +319,7 @@ def test_tokenizer_wheel_holds_the_tokenizer_and_no_weights(wheel_folder: Path) 
 
 
 def test_optional_wheels_are_left_out_with_a_reason_when_they_do_not_fit(tmp_path: Path) -> None:
-    result = prepare_wheels(tmp_path / "small", "--limit-mib", "20")
+    result = prepare_wheels(tmp_path / "small", "--limit-mib", "24")
     assert result.returncode == 0, result.stderr[-2000:]
     manifest = json.loads((tmp_path / "small" / "manifest.json").read_text())
     optional = {r["name"] for r in requirements() if r["kind"] == "optional"}  # bitsandbytes: 41 MiB
