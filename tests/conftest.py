@@ -91,6 +91,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                                 yellow=True)
 
 
+@pytest.fixture(autouse=True)
+def main_module_kept() -> Iterator[None]:
+    """Streamlit's AppTest leaves the script it ran (app/main.py) as sys.modules["__main__"], so a later test that
+    starts a process with multiprocessing's spawn had the child run the dashboard instead (the soak's submitters
+    died that way in the full suite and submitted nothing); each test gets back the session's own."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
+
+
 @pytest.fixture(scope="session")
 def server_group() -> Iterator[ServerGroup]:
     """This session's private servers (none started yet): stopped, and their folder removed, at the end."""
