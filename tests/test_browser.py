@@ -93,7 +93,10 @@ def shoot(page, name: str) -> None:
 
 def choose(page, label: str, option: str) -> None:
     """Pick an option of a Streamlit selectbox by its label and the option's text."""
-    page.get_by_label(label, exact=True).click()
+    box = page.get_by_label(label, exact=True)
+    box.click()
+    if box.get_attribute("aria-expanded") != "true":  # after a Launch the first click only takes the focus back
+        box.click()
     page.get_by_role("option", name=option).click()
     settle(page)
 
