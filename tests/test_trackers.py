@@ -210,7 +210,7 @@ def test_a_tracker_stopped_mid_run_harms_nothing_and_gets_every_point_once_when_
                                                                                     capsys):
     monkeypatch.setenv("LAMP_TRACKER_GRACE_S", "1")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    run_id = queue.submit_run(RunConfig.from_flat({**TINY, "steps": 12, "eval_every": 4}))
+    run_id = queue.submit_run(RunConfig.from_flat({**TINY, "steps": 300, "eval_every": 100}))  # past SEND_EVERY_S
     outcome: dict = {}
     training = threading.Thread(target=lambda: outcome.update(run_training(run_id)))
     training.start()
@@ -220,6 +220,7 @@ def test_a_tracker_stopped_mid_run_harms_nothing_and_gets_every_point_once_when_
             assert time.monotonic() < deadline and training.is_alive(), "the mirror never sent a point"
             time.sleep(0.1)
         mirrored_store.signal(signal.SIGSTOP)  # the tracker stops answering, mid-run
+        assert training.is_alive(), "the run ended before the tracker stopped: make it longer"
         training.join(timeout=200)
         assert outcome == {"run_id": run_id, "status": "succeeded"}
         stopped = mirror_row(run_id)
@@ -235,7 +236,7 @@ def test_a_tracker_stopped_mid_run_harms_nothing_and_gets_every_point_once_when_
     mirror = mirror_row(run_id)
     assert mirror.finished and mirror.error is None
     ours = stored_points(run_id)
-    assert [step for step, _ in ours["loss"]] == list(range(1, 13))
+    assert [step for step, _ in ours["loss"]] == list(range(1, 301))
     theirs = mirrored_points(client(mirrored_store), mirror.remote_id, list(ours))
     assert theirs == {key: sorted(values) for key, values in ours.items()}  # none lost, none twice
     assert client(mirrored_store).get_run(mirror.remote_id).info.status == "FINISHED"
