@@ -33,14 +33,28 @@ def ids_from_query(name: str) -> list[int]:
     return [int(item) for item in items_from_query(name) if item.isdigit()]
 
 
-def keep_in_query(name: str, items: list[Any]) -> None:
-    """Write a selection to the URL as ?name=a,b,c (none: the parameter goes), so a view can be bookmarked."""
+def follow_address(name: str, key: str, value: Any) -> None:
+    """Give the widget `key` the `value` that the address's ?name= asks for, on the widget's first run and whenever
+    the address changed outside the page (Back, a link, a switch to a shared address); otherwise the widget keeps
+    what the user picked. Streamlit keeps a keyed widget's state over a new default, so without this a view showed
+    its old selection under a new address. The widget is then made without a default."""
+    address = str(st.query_params.get(name, ""))
+    if key not in st.session_state or st.session_state.get(f"{key}.address") != address:
+        st.session_state[key] = value
+    st.session_state[f"{key}.address"] = address
+
+
+def keep_in_query(name: str, items: list[Any], key: str | None = None) -> None:
+    """Write a selection to the URL as ?name=a,b,c (none: the parameter goes), so a view can be bookmarked; `key`:
+    the widget it came from, whose address is then this one (see `follow_address`)."""
     value = ",".join(str(i) for i in items)
     if st.query_params.get(name, "") != value:
         if value:
             st.query_params[name] = value
         else:
             del st.query_params[name]
+    if key is not None:
+        st.session_state[f"{key}.address"] = value
 
 
 def describe(record: dict[str, Any]) -> str:
@@ -52,9 +66,9 @@ def pick_runs(label: str, records: list[dict[str, Any]], query_name: str, defaul
     """A multiselect of runs whose selection lives in the URL, so a comparison can be bookmarked and shared."""
     by_id = {r["id"]: r for r in records}
     chosen = [i for i in ids_from_query(query_name) if i in by_id] or [i for i in default if i in by_id]
-    selected = st.multiselect(label, options=list(by_id), default=chosen, key=key,
-                              format_func=lambda i: describe(by_id[i]))
-    keep_in_query(query_name, selected)
+    follow_address(query_name, key, chosen)
+    selected = st.multiselect(label, options=list(by_id), key=key, format_func=lambda i: describe(by_id[i]))
+    keep_in_query(query_name, selected, key)
     return selected
 
 

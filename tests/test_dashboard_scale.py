@@ -137,3 +137,31 @@ def test_the_runs_view_shows_the_page_and_filters_its_address_names(lamp_home, r
     assert f"runs {PAGE_SIZE + 1}-{len(expected)} of {len(expected)}, newest first" in [c.value for c in at.caption]
     assert len(at.selectbox(key="runs.selected").options) == len(second)  # acting on the runs of the page shown
     assert at.selectbox(key="runs.selected").value == expected[PAGE_SIZE]
+
+
+def test_a_new_address_in_the_same_session_wins_over_the_widgets_old_state(lamp_home, redis_url):
+    """Back, a link or a switch to a shared address runs the page in the same session: the filters and the page
+    follow the new address, and a filter the user then picks is kept and written back to the address."""
+    from streamlit import config
+    from streamlit.testing.v1 import AppTest
+
+    ensure_schema()
+    fill_store(lamp_home, RUNS, 0)
+    config.set_option("server.address", "127.0.0.1")
+    try:
+        at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=60)
+        at.run()
+        assert at.multiselect(key="runs.filter").value == [] and at.number_input(key="runs.page").value == 1
+        at.query_params.clear()
+        at.query_params.update({"status": "succeeded", "task": "sst2,cb", "page": "2"})
+        at.run()
+        assert at.multiselect(key="runs.filter").value == ["succeeded"]
+        assert at.multiselect(key="runs.task").value == ["sst2", "cb"] and at.number_input(key="runs.page").value == 2
+        at.multiselect(key="runs.filter").select("failed").run()
+        assert at.multiselect(key="runs.filter").value == ["succeeded", "failed"]
+        assert at.query_params["status"] == "succeeded,failed" and at.query_params["task"] == "sst2,cb"
+        at.run()  # a rerun without a new address keeps the user's pick
+        assert at.multiselect(key="runs.filter").value == ["succeeded", "failed"]
+    finally:
+        config.set_option("server.address", None)
+    assert not at.exception, [e.message for e in at.exception]

@@ -8,17 +8,18 @@ import streamlit as st
 from app import backend, charts
 from app.downsample import CURVE_POINTS
 from app.tables import compare_table, config_table, ratio_frame, run_label, seed_summary
-from app.ui import ids_from_query, pick_runs
+from app.ui import follow_address, ids_from_query, keep_in_query, pick_runs
 
 TIME_KEY = "eval_train_seconds"  # the seconds of training done at each evaluation (lamp_engine.train)
 
 
 def choose_reference(selected: list[int], by_id: dict) -> int:
     wanted = st.query_params.get("ref", "")
-    index = next((i for i, run_id in enumerate(selected) if str(run_id) == wanted), 0)
-    reference = st.selectbox("reference run", selected, index=index, key="compare.ref",
-                             format_func=lambda i: run_label(by_id[i]))
-    st.query_params["ref"] = str(reference)
+    follow_address("ref", "compare.ref", next((i for i in selected if str(i) == wanted), selected[0]))
+    if st.session_state["compare.ref"] not in selected:  # the reference run was taken out of the comparison
+        st.session_state["compare.ref"] = selected[0]
+    reference = st.selectbox("reference run", selected, key="compare.ref", format_func=lambda i: run_label(by_id[i]))
+    keep_in_query("ref", [reference], "compare.ref")
     return reference
 
 
@@ -32,9 +33,12 @@ def show_curves(records: list[dict]) -> None:
         return
     shown = [k for k in keys if k != TIME_KEY]
     wanted = st.query_params.get("curve", "loss")
+    follow_address("curve", "compare.curve", wanted if wanted in shown else shown[0])
+    if st.session_state["compare.curve"] not in shown:  # the runs picked now did not record that curve
+        st.session_state["compare.curve"] = shown[0]
     c1, c2 = st.columns([3, 1])
-    key = c1.selectbox("curve", shown, index=shown.index(wanted) if wanted in shown else 0, key="compare.curve")
-    st.query_params["curve"] = key
+    key = c1.selectbox("curve", shown, key="compare.curve")
+    keep_in_query("curve", [key], "compare.curve")
     limit = None if c2.toggle("every point", key="compare.full",
                               help=f"Lines are thinned to about {CURVE_POINTS} points each (largest-triangle "
                                    "buckets, keeping both ends and the lowest and highest value)") else CURVE_POINTS

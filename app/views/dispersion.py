@@ -17,7 +17,7 @@ from safetensors.numpy import load as load_tensors
 from app import backend, charts, figure6, projection
 from app.backend import PICKER_RUNS
 from app.tables import dispersion_figures, run_label
-from app.ui import describe, ids_from_query, pick_runs
+from app.ui import describe, follow_address, ids_from_query, pick_runs
 from lamp_engine.methods import METHODS, MethodFamily
 from store.status import WITH_PROMPT, RunStatus
 
@@ -68,8 +68,8 @@ def choose_mode(pair: tuple[int, int] | None) -> str:
     or runs to project (?runs=, a shared before-and-after link)."""
     wanted = st.query_params.get("mode") or ("training" if ids_from_query("runs") or not pair else "figure6")
     labels = list(MODES)
-    index = next((i for i, label in enumerate(labels) if MODES[label] == wanted), 0)
-    return MODES[st.radio("picture", labels, index=index, key="dispersion.mode", horizontal=True)]
+    follow_address("mode", "dispersion.mode", next((label for label in labels if MODES[label] == wanted), labels[0]))
+    return MODES[st.radio("picture", labels, key="dispersion.mode", horizontal=True)]
 
 
 def show_model_space_figures(records: list[dict[str, Any]], ids: list[int], tokens: str) -> None:

@@ -16,7 +16,17 @@ import streamlit as st
 
 from app import backend, charts
 from app.tables import STATUS_BADGES, badge, run_label, runs_frame
-from app.ui import PAGES, describe, items_from_query, keep_in_query, link_to_run, live, plain, queue_call
+from app.ui import (
+    PAGES,
+    describe,
+    follow_address,
+    items_from_query,
+    keep_in_query,
+    link_to_run,
+    live,
+    plain,
+    queue_call,
+)
 from store.status import ACTIVE, RETRYABLE, RunStatus
 
 REFRESH_SECONDS = 2.0
@@ -117,18 +127,17 @@ def choose_listing() -> Listing:
             ("status", "show statuses", list(STATUS_BADGES), "runs.filter"),
             ("method", "methods", backend.run_values("method"), "runs.method"),
             ("task", "tasks", backend.run_values("task"), "runs.task")), strict=True):
-        default = [item for item in items_from_query(name) if item in options]
-        chosen[name] = column.multiselect(label, options, default=default, key=key, placeholder=f"all {label}",
+        follow_address(name, key, [item for item in items_from_query(name) if item in options])
+        chosen[name] = column.multiselect(label, options, key=key, placeholder=f"all {label}",
                                           format_func=badge if name == "status" else str)
-        keep_in_query(name, chosen[name])
+        keep_in_query(name, chosen[name], key)
     listing = Listing(tuple(chosen["status"]), tuple(chosen["method"]), tuple(chosen["task"]))
     pages = max(1, math.ceil(backend.count_runs(**listing.filters()) / PAGE_SIZE))
-    if "runs.page" not in st.session_state:
-        wanted = str(st.query_params.get("page", "1"))
-        st.session_state["runs.page"] = int(wanted) if wanted.isdigit() and int(wanted) > 0 else 1
+    wanted = str(st.query_params.get("page", "1"))
+    follow_address("page", "runs.page", int(wanted) if wanted.isdigit() and int(wanted) > 0 else 1)
     st.session_state["runs.page"] = min(st.session_state["runs.page"], pages)  # filters may leave fewer pages
     page = int(c4.number_input(f"page (of {pages:,})", min_value=1, max_value=pages, key="runs.page"))
-    keep_in_query("page", [page] if page > 1 else [])
+    keep_in_query("page", [page] if page > 1 else [], "runs.page")
     return replace(listing, page=page)
 
 
