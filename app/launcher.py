@@ -99,11 +99,14 @@ def start_children(host: str, port: int, redis_url: str, with_worker: bool) -> l
 
 
 def streamlit_command(host: str, port: int) -> list[str]:
-    """The dashboard's Streamlit: uploads refused above LAMP_MAX_UPLOAD_MB before they are read, and the developer
-    toolbar (Deploy, rerun, settings) hidden from users, who see only what the pages offer them."""
-    return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", host, "--server.port", str(port),
+    """The dashboard's Streamlit (app/serve.py: the views' libraries imported before the first page): uploads
+    refused above LAMP_MAX_UPLOAD_MB before they are read, the developer toolbar (Deploy, rerun, settings) hidden
+    from users, who see only what the pages offer them, and no full garbage collection after every page run (it
+    held each page's last message back by 0.1-0.15 s with the engine's modules loaded; Python's own collector
+    still runs)."""
+    return [sys.executable, "-m", "app.serve", "run", str(APP), "--server.address", host, "--server.port", str(port),
             "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
-            "--server.maxUploadSize", str(max_upload_mb())]
+            "--server.maxUploadSize", str(max_upload_mb()), "--runner.postScriptGC", "false"]
 
 
 def wait_healthy(url: str, dashboard: subprocess.Popen) -> bool:

@@ -8,12 +8,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from app.launcher import streamlit_command
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,11 +55,10 @@ def wait_healthy(url: str, server: subprocess.Popen) -> None:
 
 @contextlib.contextmanager
 def streamlit_app(env: dict[str, str], log: IO[Any]) -> Iterator[str]:
-    """The dashboard (app/main.py) on a free loopback port, healthy; its URL. Stopped when the block ends."""
+    """The dashboard on a free loopback port, started as `lamp up` starts it, healthy; its URL. Stopped when the
+    block ends."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-                               "--server.address", "127.0.0.1", "--server.headless", "true",
-                               "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log,
+    server = subprocess.Popen(streamlit_command("127.0.0.1", port), cwd=ROOT, env=env, stdout=log,
                               stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"

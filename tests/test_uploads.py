@@ -25,7 +25,7 @@ def test_an_upload_over_the_limit_is_refused_from_its_size(monkeypatch):
 def test_lamp_up_starts_streamlit_with_the_upload_limit_and_no_developer_toolbar(monkeypatch):
     monkeypatch.setenv("LAMP_MAX_UPLOAD_MB", "7")
     command = launcher.streamlit_command("127.0.0.1", 8501)
-    assert command[:4] == [sys.executable, "-m", "streamlit", "run"]
+    assert command[:4] == [sys.executable, "-m", "app.serve", "run"]
     options = dict(zip(command[5::2], command[6::2], strict=True))
     assert options["--client.toolbarMode"] == "viewer" and options["--server.maxUploadSize"] == "7"
     for name in options:
