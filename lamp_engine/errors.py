@@ -23,4 +23,9 @@ class TrainingDiverged(LampError):
     """The training loss became NaN or infinite."""
 
 
-__all__ = ["ConfigError", "LampError", "ModelError", "TaskError", "TrainingDiverged", "TrainingStateError"]
+class DiskFullError(LampError):
+    """A run's files could not be written: the disk is full, over quota or refuses a file that large."""
+
+
+__all__ = ["ConfigError", "DiskFullError", "LampError", "ModelError", "TaskError", "TrainingDiverged",
+           "TrainingStateError"]

@@ -11,7 +11,9 @@ both this loop and the speed bench run.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import errno
 import itertools
 import json
 import logging
@@ -36,7 +38,7 @@ from lamp_engine.backbones import Backbone, Encoded, load_backbone
 from lamp_engine.backbones.offline import model_shape_of
 from lamp_engine.config import RunConfig, Schedule
 from lamp_engine.dispersion import TOKENS_FILE, dispersion, kept_tokens, token_matrices
-from lamp_engine.errors import TrainingDiverged, TrainingStateError
+from lamp_engine.errors import DiskFullError, TrainingDiverged, TrainingStateError
 from lamp_engine.health import learning_note, majority_rate
 from lamp_engine.measure import peak_memory_mb, reset_peak_memory
 from lamp_engine.methods import MethodFamily
@@ -319,14 +321,15 @@ def write_run_folder(output_dir: Path, result: RunResult, setup: Setup, initial_
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        setup.method.save(staging, setup.backbone, result.config)
-        if initial_tokens:  # a soft prompt: its tokens before and after, for the Dispersion view
-            final_tokens = token_matrices(setup.method)
-            save_file(kept_tokens(initial_tokens, final_tokens), str(staging / TOKENS_FILE))
-            (staging / "dispersion.json").write_text(json.dumps(dispersion(initial_tokens, final_tokens)))
-        torch.save(trainer_state, staging / STATE_FILE)
-        (staging / "result.json").write_text(result.to_json())
-        replace_folder(staging, output_dir)
+        with disk_writes(output_dir.parent):
+            setup.method.save(staging, setup.backbone, result.config)
+            if initial_tokens:  # a soft prompt: its tokens before and after, for the Dispersion view
+                final_tokens = token_matrices(setup.method)
+                save_file(kept_tokens(initial_tokens, final_tokens), str(staging / TOKENS_FILE))
+                (staging / "dispersion.json").write_text(json.dumps(dispersion(initial_tokens, final_tokens)))
+            torch.save(trainer_state, staging / STATE_FILE)
+            (staging / "result.json").write_text(result.to_json())
+            replace_folder(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -341,6 +344,28 @@ def replace_folder(new: Path, target: Path) -> None:
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
+
+OUT_OF_DISK = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+@contextlib.contextmanager
+def disk_writes(folder: Path) -> Iterator[None]:
+    """A write that fails for want of disk becomes one line naming the folder and what to do. torch's zip writer
+    reports a failed write as a RuntimeError of its own ("unexpected pos", "file write failed"), which says
+    nothing about the disk."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in OUT_OF_DISK:
+            raise
+        raise DiskFullError(f"could not write the run's files under {folder}: {os.strerror(exc.errno)}; free space "
+                            "there (or raise its quota) and retry the run") from exc
+    except RuntimeError as exc:
+        if "PytorchStreamWriter" not in str(exc) and "inline_container" not in str(exc):
+            raise
+        raise DiskFullError(f"could not write the run's files under {folder}: torch's writer failed (a full disk, "
+                            "a quota or a file-size limit); free space there (or raise its quota) and retry the "
+                            "run") from exc
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -402,7 +427,8 @@ def write_checkpoint(setup: Setup, progress: Progress, deliver: Callable[[int, P
     """The trainer state of this step in a temporary file, handed to the caller (who stores it) and removed."""
     with tempfile.TemporaryDirectory(prefix="lamp-checkpoint-") as folder:
         path = Path(folder) / STATE_FILE
-        torch.save(trainer_state(setup, progress), path)
+        with disk_writes(Path(folder).parent):
+            torch.save(trainer_state(setup, progress), path)
         deliver(progress.step, path)
 
 

@@ -1,0 +1,49 @@
+"""A run that cannot write its files for want of disk fails with one line naming the folder, whether the write
+came from Python (EFBIG, ENOSPC) or from torch's zip writer (its own RuntimeError, which says nothing of the disk).
+The disk is made full as the soak makes it, without root: a child process under RLIMIT_FSIZE."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+CHILD = textwrap.dedent("""
+    import resource, signal, sys
+    from pathlib import Path
+    import torch
+    from lamp_engine.errors import DiskFullError
+    from lamp_engine.train import disk_writes
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # as Python does by default: the write fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+    folder = Path(sys.argv[1])
+    try:
+        with disk_writes(folder):
+            if sys.argv[2] == "torch":
+                torch.save({"weights": torch.zeros(10_000)}, folder / "state.pt")
+            else:
+                (folder / "result.json").write_bytes(b"x" * 10_000)
+    except DiskFullError as exc:
+        print(exc)
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("writer", ["torch", "python"])
+def test_a_full_disk_is_one_line_naming_the_folder(tmp_path, writer):
+    done = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path), writer], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    line = done.stdout.strip()
+    assert line.startswith(f"could not write the run's files under {tmp_path}: ") and "\n" not in line
+    assert line.endswith("free space there (or raise its quota) and retry the run")
+    assert ("torch's writer failed" if writer == "torch" else "File too large") in line
+
+
+def test_other_errors_pass_through(tmp_path):
+    from lamp_engine.train import disk_writes
+
+    with pytest.raises(FileNotFoundError), disk_writes(tmp_path):
+        (tmp_path / "missing" / "file").write_text("x")
+    with pytest.raises(RuntimeError, match="not a disk"), disk_writes(tmp_path):
+        raise RuntimeError("not a disk")
