@@ -51,9 +51,11 @@ def require_login() -> None:
     except AccessError as exc:  # the operator's configuration, in the operator's words
         st.error(f"{exc}. The dashboard refuses to serve until one is set.")
         st.stop()
+        return  # st.stop() returns instead of raising where no script runs (bare mode)
     except LampError as exc:  # the store cannot be read: a bad or unreachable DATABASE_URL
         st.error(str(exc))
         st.stop()
+        return
     if login is Login.OIDC:
         identity_provider_login(allowed)
     elif login is Login.PASSWORD:
