@@ -175,12 +175,20 @@ new MutationObserver(records => {
                       attributeFilter: ["data-test-script-state"]});
 """
 FAILED = "[data-testid='stException'], [data-testid='stAlertContentError']"
+IDLE_TIMEOUT_S = 180
 
 
 def idle_seconds(page: Any, address: str) -> float:
     """Seconds from the clock's start to the view being idle. A view that shows an exception or an error is
     refused, so a timing never measures an error page."""
-    page.wait_for_function("window.lampIdleAt !== null", timeout=180_000)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function("window.lampIdleAt !== null", timeout=IDLE_TIMEOUT_S * 1000)
+    except PlaywrightTimeout:
+        raise ConfigError(f"dashboard: {address} was not idle after {IDLE_TIMEOUT_S} s (script state "
+                          f"{page.locator('[data-test-script-state]').first.get_attribute('data-test-script-state')})"
+                          ) from None
     seconds = page.evaluate("window.lampIdleAt - window.lampStartedAt") / 1000
     if page.locator(FAILED).count():
         shown = page.locator(FAILED).first.inner_text().strip().splitlines()
