@@ -321,23 +321,25 @@ def test_prompt_trained_on_the_device_exports_and_reloads_as_a_peft_adapter(
 
 @pytest.mark.skipif(not ON_CUDA and os.environ.get("LAMP_GPU_TESTS_COMPILE") != "1",
                     reason="torch.compile takes minutes on 2 CPU cores; LAMP_GPU_TESTS_COMPILE=1 runs it here")
-def test_compile_trains_the_same_prompt_as_eager(trained: dict[str, tuple[Path, dict, OptimizerSpy]],
-                                                 models: dict[str, Path], task: dict[str, str],
+def test_compile_trains_the_same_prompt_as_eager(models: dict[str, Path], task: dict[str, str],
                                                  tmp_path: Path) -> None:
+    """In fp32, so that what is compared is compile's arithmetic, not bf16 rounding: on the H200 two bf16 runs
+    (eager, compiled) ended 5.0 % of the prompt's norm apart after three AdamW steps, whose first steps move each
+    entry by about lr whatever its gradient's size, so rounding-level gradient differences reach the prompt whole."""
     from safetensors.torch import load_file
 
-    eager_folder, eager, _ = trained["causal"]  # the same config without compile
-    compiled, spy = train_run(run_config(models["causal"], task, compile=True), tmp_path / "compiled")
-    spy.check_fp32_on(DEVICE)
-    assert config_value(compiled["config"], "compile") is True
-    assert config_value(eager["config"], "compile") is False
-    assert compiled["steps"] == eager["steps"] == 3
-    # The first step sees the same prompt and batch, so its loss must agree to bf16 rounding (inductor fuses the
-    # kernels differently); the prompts after three AdamW steps must stay close (within 5 % of their norm).
-    losses = [[point["loss"] for point in run.get("history", {}).get("train", [])] for run in (eager, compiled)]
-    if losses[0] and losses[1]:
-        assert losses[1] == pytest.approx(losses[0], rel=2e-2), losses
-    eager_prompt, compiled_prompt = (load_file(str(folder / "prompt.safetensors"))["prompt"]
-                                     for folder in (eager_folder, tmp_path / "compiled"))
+    runs = {}
+    for compiled in (False, True):
+        folder = tmp_path / ("compiled" if compiled else "eager")
+        result, spy = train_run(run_config(models["causal"], task, compile=compiled, dtype="fp32"), folder)
+        spy.check_fp32_on(DEVICE)
+        assert config_value(result["config"], "compile") is compiled
+        assert result["steps"] == 3
+        runs[compiled] = (load_file(str(folder / "prompt.safetensors"))["prompt"],
+                         [point["loss"] for point in result.get("history", {}).get("train", [])])
+    (eager_prompt, eager_losses), (compiled_prompt, compiled_losses) = runs[False], runs[True]
+    if eager_losses and compiled_losses:
+        assert compiled_losses == pytest.approx(eager_losses, rel=1e-3), (eager_losses, compiled_losses)
     drift = ((compiled_prompt - eager_prompt).norm() / eager_prompt.norm()).item()
-    assert drift < 0.05, f"compiled training drifted from eager by {drift:.1%} of the prompt's norm"
+    print(f"compiled vs eager (fp32, 3 steps): prompt drift {drift:.2e} of its norm")
+    assert drift < 0.01, f"compiled training drifted from eager by {drift:.2%} of the prompt's norm"
