@@ -33,15 +33,18 @@ def ids_from_query(name: str) -> list[int]:
     return [int(item) for item in items_from_query(name) if item.isdigit()]
 
 
-def follow_address(name: str, key: str, value: Any) -> None:
+def follow_address(name: str, key: str, value: Any, options: list[Any] | None = None) -> None:
     """Give the widget `key` the `value` that the address's ?name= asks for, on the widget's first run and whenever
     the address changed outside the page (Back, a link, a switch to a shared address); otherwise the widget keeps
-    what the user picked. Streamlit keeps a keyed widget's state over a new default, so without this a view showed
-    its old selection under a new address. The widget is then made without a default."""
+    what the user picked, unless that is no longer among `options` (then the first option). Streamlit keeps a keyed
+    widget's state over a new default, so without this a view showed its old selection under a new address. The
+    widget is then made without a default."""
     address = str(st.query_params.get(name, ""))
     if key not in st.session_state or st.session_state.get(f"{key}.address") != address:
         st.session_state[key] = value
     st.session_state[f"{key}.address"] = address
+    if options is not None and st.session_state[key] not in options:
+        st.session_state[key] = options[0]
 
 
 def keep_in_query(name: str, items: list[Any], key: str | None = None) -> None:

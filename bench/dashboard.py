@@ -178,17 +178,24 @@ FAILED = "[data-testid='stException'], [data-testid='stAlertContentError']"
 IDLE_TIMEOUT_S = 180
 
 
-def idle_seconds(page: Any, address: str) -> float:
-    """Seconds from the clock's start to the view being idle. A view that shows an exception or an error is
-    refused, so a timing never measures an error page."""
+def became_idle(page: Any, within_s: float) -> bool:
+    """Whether the view became idle within `within_s` seconds (Playwright is imported only when a bench runs)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     try:
-        page.wait_for_function("window.lampIdleAt !== null", timeout=IDLE_TIMEOUT_S * 1000)
+        page.wait_for_function("window.lampIdleAt !== null", timeout=within_s * 1000)
     except PlaywrightTimeout:
+        return False
+    return True
+
+
+def idle_seconds(page: Any, address: str) -> float:
+    """Seconds from the clock's start to the view being idle. A view that shows an exception or an error is
+    refused, so a timing never measures an error page."""
+    if not became_idle(page, IDLE_TIMEOUT_S):
         raise ConfigError(f"dashboard: {address} was not idle after {IDLE_TIMEOUT_S} s (script state "
                           f"{page.locator('[data-test-script-state]').first.get_attribute('data-test-script-state')})"
-                          ) from None
+                          )
     seconds = page.evaluate("window.lampIdleAt - window.lampStartedAt") / 1000
     if page.locator(FAILED).count():
         shown = page.locator(FAILED).first.inner_text().strip().splitlines()
@@ -218,12 +225,8 @@ def switched_seconds(page: Any, address: str) -> float:
     """A view switched to from another one in the open dashboard. A move the frontend lets pass without running the
     page (2 of some 400 switches, cause unknown) is made again after SWITCH_AGAIN_S, its time counted from the first
     move, so it shows as a slow switch instead of stopping the bench."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
     page.evaluate(SWITCH, address)
-    try:
-        page.wait_for_function("window.lampIdleAt !== null", timeout=SWITCH_AGAIN_S * 1000)
-    except PlaywrightTimeout:
+    if not became_idle(page, SWITCH_AGAIN_S):
         page.evaluate(AGAIN)
     return idle_seconds(page, address)
 
@@ -249,6 +252,11 @@ def time_views(url: str, views: dict[str, str], repeat: int) -> tuple[float, dic
     return first, seconds
 
 
+def check_new_home(given: str | None) -> None:
+    if given and Path(given).exists() and any(Path(given).iterdir()):
+        raise ConfigError(f"dashboard: --home {given} is not empty; give a new folder (it gets made-up runs)")
+
+
 @contextlib.contextmanager
 def bench_home(given: str | None) -> Iterator[Path]:
     """LAMP_HOME for the made-up store: `given` (a new or empty folder, kept) or a temporary one (deleted). The
@@ -256,9 +264,8 @@ def bench_home(given: str | None) -> Iterator[Path]:
     from store.db import database_url, dispose
     from worker.connection import stop_embedded_redis
 
+    check_new_home(given)
     home = Path(given) if given else Path(tempfile.mkdtemp(prefix="lamp-bench-dashboard-"))
-    if given and home.exists() and any(home.iterdir()):
-        raise ConfigError(f"dashboard: --home {home} is not empty; give a new folder (it gets made-up runs)")
     home.mkdir(parents=True, exist_ok=True)
     before = os.environ.get("LAMP_HOME")
     os.environ["LAMP_HOME"] = str(home)
@@ -284,6 +291,7 @@ def run_dashboard(settings: DashboardSettings, home: str | None = None,
     from lamp_common.urls import redacted_url
     from store.db import database_url
 
+    check_new_home(home)  # the flags first, then what the machine lacks
     settings.check()
     with bench_home(home) as folder:
         started = time.perf_counter()

@@ -15,9 +15,7 @@ TIME_KEY = "eval_train_seconds"  # the seconds of training done at each evaluati
 
 def choose_reference(selected: list[int], by_id: dict) -> int:
     wanted = st.query_params.get("ref", "")
-    follow_address("ref", "compare.ref", next((i for i in selected if str(i) == wanted), selected[0]))
-    if st.session_state["compare.ref"] not in selected:  # the reference run was taken out of the comparison
-        st.session_state["compare.ref"] = selected[0]
+    follow_address("ref", "compare.ref", next((i for i in selected if str(i) == wanted), selected[0]), selected)
     reference = st.selectbox("reference run", selected, key="compare.ref", format_func=lambda i: run_label(by_id[i]))
     keep_in_query("ref", [reference], "compare.ref")
     return reference
@@ -33,9 +31,7 @@ def show_curves(records: list[dict]) -> None:
         return
     shown = [k for k in keys if k != TIME_KEY]
     wanted = st.query_params.get("curve", "loss")
-    follow_address("curve", "compare.curve", wanted if wanted in shown else shown[0])
-    if st.session_state["compare.curve"] not in shown:  # the runs picked now did not record that curve
-        st.session_state["compare.curve"] = shown[0]
+    follow_address("curve", "compare.curve", wanted if wanted in shown else shown[0], shown)
     c1, c2 = st.columns([3, 1])
     key = c1.selectbox("curve", shown, key="compare.curve")
     keep_in_query("curve", [key], "compare.curve")
