@@ -164,7 +164,7 @@ def run_table_command(args: argparse.Namespace) -> int:
 
     def save_partial(report: dict) -> None:  # an interrupted table still leaves its finished runs
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.with_suffix(".json").write_text(json.dumps({**report, "plan": args.plan}, indent=2))
+        report_file(output, ".json").write_text(json.dumps({**report, "plan": args.plan}, indent=2))
 
     if args.tune_lr and args.via_queue:
         raise ConfigError("tune-lr: runs in this process; for the queue use lamp sweep --tune lr")
@@ -197,12 +197,12 @@ def run_curve_command(args: argparse.Namespace) -> int:
 
     def save_partial(report: dict) -> None:  # an interrupted bench still leaves the seeds it finished
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.with_suffix(".json").write_text(json.dumps(report, indent=2))
+        report_file(output, ".json").write_text(json.dumps(report, indent=2))
 
-    previous = earlier_report(output.with_suffix(".json")) if args.resume else None
+    previous = earlier_report(report_file(output, ".json")) if args.resume else None
     report = run_curve(settings, log=lambda line: print(line, file=sys.stderr), save=save_partial, previous=previous)
     write(report, markdown(report), output)
-    chart(report).save(str(output.with_suffix(".html")))
+    chart(report).save(str(report_file(output, ".html")))
     return 0
 
 
@@ -251,12 +251,19 @@ def earlier_report(path: Path) -> dict | None:
         raise ConfigError(f"resume: {path} is not a JSON report ({error}); give another --output") from None
 
 
+def report_file(output: Path, extension: str) -> Path:
+    """--output plus its extension: a dot inside the name (`lamp-lr0.003`) stays part of it."""
+    if output.suffix in (".json", ".md", ".html"):  # the user named one of the files
+        output = output.with_suffix("")
+    return output.with_name(output.name + extension)
+
+
 def write(report: dict, table: str, output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    output.with_suffix(".md").write_text(table)
+    report_file(output, ".json").write_text(json.dumps(report, indent=2))
+    report_file(output, ".md").write_text(table)
     print(table)
-    print(f"wrote {output.with_suffix('.json')} and {output.with_suffix('.md')}", file=sys.stderr)
+    print(f"wrote {report_file(output, '.json')} and {report_file(output, '.md')}", file=sys.stderr)
 
 
 def main(argv: list[str]) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
+from bench.cli import main, report_file
 from bench.speed import ALL_VARIANTS, COMPILED
 
 DATA = (Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
@@ -281,3 +281,9 @@ def test_a_curve_on_the_custom_task_trains_on_the_given_files():
     assert (custom.data.train_file, custom.data.eval_file, custom.method.pool) == \
         (str(trec / "train.csv"), str(trec / "test.csv"), 4)
     assert settings.run_config("pt", "sst2", 1).data.train_file is None  # a benchmark task brings its own files
+
+
+@pytest.mark.parametrize(("output", "expected"), [("out/curve-lamp-lr0.003", "out/curve-lamp-lr0.003.json"),
+                                                  ("out/curve.md", "out/curve.json"), ("curve", "curve.json")])
+def test_a_dot_in_the_output_name_stays_part_of_it(output: str, expected: str) -> None:
+    assert report_file(Path(output), ".json") == Path(expected)
