@@ -128,8 +128,8 @@ class LampConfig(SoftPromptConfig):
     title: ClassVar[str] = "LAMP (Lan et al., NAACL 2025)"
     module: ClassVar[str] = "lamp_engine.prompts.lamp:Lamp"
     # On encoders 0.01 moves V's entries (about 1/sqrt(d)) by a quarter of their size per Adam step: mpnet-base
-    # stayed at the majority class there, and learns at 0.003, which costs minilm-l6 about a point on SST-2
-    # (docs/benchmarks.md 6.5).
+    # stayed at the majority class there with the default seed, and learns at 0.003 with every seed tried, which
+    # costs minilm-l6 about a point on SST-2 (docs/benchmarks.md 6.5).
     default_lrs: ClassVar[dict[BackboneFamily, float]] = {**SoftPromptConfig.default_lrs,
                                                           BackboneFamily.ENCODER: 0.003}
 
