@@ -193,9 +193,8 @@ def idle_seconds(page: Any, address: str) -> float:
     """Seconds from the clock's start to the view being idle. A view that shows an exception or an error is
     refused, so a timing never measures an error page."""
     if not became_idle(page, IDLE_TIMEOUT_S):
-        raise ConfigError(f"dashboard: {address} was not idle after {IDLE_TIMEOUT_S} s (script state "
-                          f"{page.locator('[data-test-script-state]').first.get_attribute('data-test-script-state')})"
-                          )
+        state = page.locator("[data-test-script-state]").first.get_attribute("data-test-script-state")
+        raise ConfigError(f"dashboard: {address} was not idle after {IDLE_TIMEOUT_S} s (script state {state})")
     seconds = page.evaluate("window.lampIdleAt - window.lampStartedAt") / 1000
     if page.locator(FAILED).count():
         shown = page.locator(FAILED).first.inner_text().strip().splitlines()
@@ -259,12 +258,11 @@ def check_new_home(given: str | None) -> None:
 
 @contextlib.contextmanager
 def bench_home(given: str | None) -> Iterator[Path]:
-    """LAMP_HOME for the made-up store: `given` (a new or empty folder, kept) or a temporary one (deleted). The
-    embedded Redis started there, where REDIS_URL is unset, is stopped at the end."""
+    """LAMP_HOME for the made-up store: `given` (a new or empty folder, kept: `check_new_home` first) or a temporary
+    one (deleted). The embedded Redis started there, where REDIS_URL is unset, is stopped at the end."""
     from store.db import database_url, dispose
     from worker.connection import stop_embedded_redis
 
-    check_new_home(given)
     home = Path(given) if given else Path(tempfile.mkdtemp(prefix="lamp-bench-dashboard-"))
     home.mkdir(parents=True, exist_ok=True)
     before = os.environ.get("LAMP_HOME")
