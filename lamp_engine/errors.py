@@ -1,5 +1,11 @@
 """User-facing errors of the engine: each message names what is wrong and what to do; the CLI prints it in one line."""
 
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
 from lamp_common.errors import LampError
 
 
@@ -27,5 +33,28 @@ class DiskFullError(LampError):
     """A run's files could not be written: the disk is full, over quota or refuses a file that large."""
 
 
+OUT_OF_DISK = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+@contextlib.contextmanager
+def disk_writes(folder: Path) -> Iterator[None]:
+    """A write that fails for want of disk becomes one line naming the folder and what to do. torch's zip writer
+    reports a failed write as a RuntimeError of its own ("unexpected pos", "file write failed"), which says
+    nothing about the disk."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in OUT_OF_DISK:
+            raise
+        raise DiskFullError(f"could not write the run's files under {folder}: {os.strerror(exc.errno)}; free space "
+                            "there (or raise its quota) and retry the run") from exc
+    except RuntimeError as exc:
+        if "PytorchStreamWriter" not in str(exc) and "inline_container" not in str(exc):
+            raise
+        raise DiskFullError(f"could not write the run's files under {folder}: torch's writer failed (a full disk, "
+                            "a quota or a file-size limit); free space there (or raise its quota) and retry the "
+                            "run") from exc
+
+
 __all__ = ["ConfigError", "DiskFullError", "LampError", "ModelError", "TaskError", "TrainingDiverged",
-           "TrainingStateError"]
+           "TrainingStateError", "disk_writes"]

@@ -11,9 +11,7 @@ both this loop and the speed bench run.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import errno
 import itertools
 import json
 import logging
@@ -38,7 +36,7 @@ from lamp_engine.backbones import Backbone, Encoded, load_backbone
 from lamp_engine.backbones.offline import model_shape_of
 from lamp_engine.config import RunConfig, Schedule
 from lamp_engine.dispersion import TOKENS_FILE, dispersion, kept_tokens, token_matrices
-from lamp_engine.errors import DiskFullError, TrainingDiverged, TrainingStateError
+from lamp_engine.errors import TrainingDiverged, TrainingStateError, disk_writes
 from lamp_engine.health import learning_note, majority_rate
 from lamp_engine.measure import peak_memory_mb, reset_peak_memory
 from lamp_engine.methods import MethodFamily
@@ -344,28 +342,6 @@ def replace_folder(new: Path, target: Path) -> None:
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
-
-OUT_OF_DISK = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
-@contextlib.contextmanager
-def disk_writes(folder: Path) -> Iterator[None]:
-    """A write that fails for want of disk becomes one line naming the folder and what to do. torch's zip writer
-    reports a failed write as a RuntimeError of its own ("unexpected pos", "file write failed"), which says
-    nothing about the disk."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno not in OUT_OF_DISK:
-            raise
-        raise DiskFullError(f"could not write the run's files under {folder}: {os.strerror(exc.errno)}; free space "
-                            "there (or raise its quota) and retry the run") from exc
-    except RuntimeError as exc:
-        if "PytorchStreamWriter" not in str(exc) and "inline_container" not in str(exc):
-            raise
-        raise DiskFullError(f"could not write the run's files under {folder}: torch's writer failed (a full disk, "
-                            "a quota or a file-size limit); free space there (or raise its quota) and retry the "
-                            "run") from exc
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)

@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from lamp_common.errors import LampError
 from lamp_common.result import RunResult
 from lamp_engine.config import RunConfig, default_data_dir
-from lamp_engine.errors import TaskError
+from lamp_engine.errors import TaskError, disk_writes
 from store.artifacts import TRAINER_STATE, run_dir
 from store.db import first_line, lamp_home, session_scope, unreachable, with_retries
 from store.files import fetch_upload, is_upload, materialise_run, store_run_folder
@@ -274,17 +274,18 @@ def run_training(run_id: int) -> dict[str, Any]:
         from lamp_engine.train import Callbacks, train
 
         policy = CheckpointPolicy.from_env()
-        folder = run_folder(run_id)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        mirror = start_mirror(run_id, folder)  # the trackers, sent to from a thread of their own
-        run_config = _local_data(RunConfig.from_stored(config, f"run {run_id}").with_data_dir(data_dir))
-        data_dir = run_config.data.data_dir  # the run's own folder, when it names one
-        resumed = restore_checkpoint(run_id, folder)
-        checkpoints = Checkpointer(run_id, folder, policy, start_step=resumed or 0)
-        result = train(run_config, folder, resume=resumed is not None, callbacks=Callbacks(
-            on_start=reporter.on_start, on_step=reporter.on_step, on_eval=reporter.on_eval,
-            should_stop=reporter.should_stop, checkpoint_due=checkpoints.due, on_checkpoint=checkpoints.store))
-        return {"run_id": run_id, "status": str(_record_result(run_id, result, reporter, folder))}
+        with disk_writes(lamp_home()):  # the upload, the checkpoint and the files it fetches are written here too
+            folder = run_folder(run_id)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            mirror = start_mirror(run_id, folder)  # the trackers, sent to from a thread of their own
+            run_config = _local_data(RunConfig.from_stored(config, f"run {run_id}").with_data_dir(data_dir))
+            data_dir = run_config.data.data_dir  # the run's own folder, when it names one
+            resumed = restore_checkpoint(run_id, folder)
+            checkpoints = Checkpointer(run_id, folder, policy, start_step=resumed or 0)
+            result = train(run_config, folder, resume=resumed is not None, callbacks=Callbacks(
+                on_start=reporter.on_start, on_step=reporter.on_step, on_eval=reporter.on_eval,
+                should_stop=reporter.should_stop, checkpoint_due=checkpoints.due, on_checkpoint=checkpoints.store))
+            return {"run_id": run_id, "status": str(_record_result(run_id, result, reporter, folder))}
     except LampError as exc:  # the user's input (a bad file, a diverged loss): the message says what to do
         _fail(run_id, folder, _where(exc, data_dir))
     except Exception as exc:
