@@ -49,11 +49,18 @@ def disk_writes(folder: Path) -> Iterator[None]:
         raise DiskFullError(f"could not write the run's files under {folder}: {os.strerror(exc.errno)}; free space "
                             "there (or raise its quota) and retry the run") from exc
     except RuntimeError as exc:
-        if "PytorchStreamWriter" not in str(exc) and "inline_container" not in str(exc):
+        if not torch_writer_failed(str(exc)):
             raise
         raise DiskFullError(f"could not write the run's files under {folder}: torch's writer failed (a full disk, "
                             "a quota or a file-size limit); free space there (or raise its quota) and retry the "
                             "run") from exc
+
+
+
+def torch_writer_failed(message: str) -> bool:
+    """torch's zip writer failed ("unexpected pos" at inline_container.cc); its reader's failures (a corrupted
+    checkpoint read back on resume) go through the same file and are not a full disk."""
+    return "PytorchStreamWriter" in message or ("inline_container" in message and "PytorchStreamReader" not in message)
 
 
 __all__ = ["ConfigError", "DiskFullError", "LampError", "ModelError", "TaskError", "TrainingDiverged",

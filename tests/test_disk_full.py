@@ -47,6 +47,9 @@ def test_other_errors_pass_through(tmp_path):
         (tmp_path / "missing" / "file").write_text("x")
     with pytest.raises(RuntimeError, match="not a disk"), disk_writes(tmp_path):
         raise RuntimeError("not a disk")
+    with pytest.raises(RuntimeError, match="central directory"), disk_writes(tmp_path):  # a corrupted checkpoint
+        raise RuntimeError("[enforce fail at inline_container.cc:231] . PytorchStreamReader failed reading zip "
+                           "archive: failed finding central directory")
 
 
 WORKER_CHILD = textwrap.dedent("""
