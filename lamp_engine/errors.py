@@ -56,7 +56,6 @@ def disk_writes(folder: Path) -> Iterator[None]:
                             "run") from exc
 
 
-
 def torch_writer_failed(message: str) -> bool:
     """torch's zip writer failed ("unexpected pos" at inline_container.cc); its reader's failures (a corrupted
     checkpoint read back on resume) go through the same file and are not a full disk."""

@@ -12,8 +12,7 @@ CHILD = textwrap.dedent("""
     import resource, signal, sys
     from pathlib import Path
     import torch
-    from lamp_engine.errors import DiskFullError
-    from lamp_engine.errors import disk_writes
+    from lamp_engine.errors import DiskFullError, disk_writes
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # as Python does by default: the write fails with EFBIG
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
     folder = Path(sys.argv[1])
