@@ -3,8 +3,10 @@
 They are not options of the engine's LAMP (lamp_engine/prompts/lamp.py stays the paper's equations), nor entries
 of its method registry (the form, the command line and the worker never offer them): `lamp_ablation` is the paper's
 LAMP plus the levers below, each off by default, and `lamp bench curve` builds it for a LAMP variant given any of
-them, by the spelling the research log uses: `lamp_p4[factor_lr=scaled]`, `lamp_p4[residual=frozen,pool_init=blocks]`.
-docs/benchmarks.md reports what each one did; none won, so none became the default.
+them, by the spelling the research log uses: `lamp_p4[factor_lr=scaled]`, `lamp_p4[prompt_scale=matched]`.
+docs/benchmarks.md reports what each one did. Two won on the small causal LM's multi-class tasks (6.4) and became
+LAMP's start: the block start and the frozen remainder. Those levers now default to the engine's start and give the
+paper's back: `lamp_p4[pool_init=rows,residual=dropped]` is the paper's LAMP.
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ from lamp_engine.backbones.base import Backbone
 from lamp_engine.config import RunConfig
 from lamp_engine.errors import ConfigError
 from lamp_engine.methods import LampConfig
-from lamp_engine.prompts.base import sample_vocabulary_rows
+from lamp_engine.prompts.base import sample_vocabulary_rows, vocabulary_prompt
 from lamp_engine.prompts.lamp import Lamp
 from lamp_engine.validation import described, one_of
 
 FACTOR_LRS = ("equal", "scaled")
 PROMPT_SCALES = ("truncated", "matched")
-POOL_INITS = ("rows", "blocks")
-RESIDUALS = ("dropped", "frozen")
+POOL_INITS = ("blocks", "rows")
+RESIDUALS = ("frozen", "dropped")
 INIT_VOCABULARIES = ("frequent", "words")
 
 
@@ -41,12 +43,11 @@ class LampAblationConfig(LampConfig):
                                choices=FACTOR_LRS)
     prompt_scale: str = described("'truncated': the first C is P's rank-r part; 'matched': Q rescaled so that the "
                                   "first C has P's norm", "truncated", choices=PROMPT_SCALES)
-    pool_init: str = described("'rows': P is l distinct vocabulary rows (the paper); 'blocks': l/p distinct rows, "
-                               "each repeated p times, so that pooling gives the rank-r prompt of l/p words back "
-                               "whole", "rows", choices=POOL_INITS)
-    residual: str = described("'dropped': the prompt is the rank-r product alone (the paper); 'frozen': P's part "
-                              "beyond rank r stays as a fixed buffer, so the first prompt is P itself", "dropped",
-                              choices=RESIDUALS)
+    pool_init: str = described("'blocks': l/p distinct vocabulary rows, each repeated p times (the engine's); "
+                               "'rows': P is l distinct rows (the paper)", "blocks", choices=POOL_INITS)
+    residual: str = described("'frozen': P's part beyond rank r stays as a fixed buffer R, so the first prompt is "
+                              "P itself (the engine's); 'dropped': R = 0, the prompt is the rank-r product alone "
+                              "(the paper)", "frozen", choices=RESIDUALS)
     init_vocabulary: str = described("'frequent': the first 5,000 ordinary ids (the engine's rule); 'words': the "
                                      "first 5,000 whole alphabetic words of any vocabulary", "frequent",
                                      choices=INIT_VOCABULARIES)
@@ -71,31 +72,32 @@ def with_levers(config: RunConfig, levers: dict[str, Any]) -> RunConfig:
 
 
 class LampAblation(Lamp):
-    """The paper's LAMP with the levers of LampAblationConfig applied around its equations."""
+    """The engine's LAMP with the levers of LampAblationConfig applied around its equations."""
 
     def __init__(self, config: LampAblationConfig, init: torch.Tensor, max_source_length: int) -> None:
-        if config.pool_init == "blocks":  # l/p distinct rows, each repeated p times
-            init = init[: init.shape[0] // config.pool].repeat_interleave(config.pool, dim=0)
         super().__init__(config, init, max_source_length)
         P = init.float()
         with torch.no_grad():
             if config.prompt_scale == "matched":  # C grows as Q^2: give the first C the norm of P itself
-                self.Q.mul_((P.norm() / super().unpooled().norm()).sqrt())
-        self.register_buffer("R", P - super().unpooled().detach() if config.residual == "frozen" else None)
+                self.Q.mul_((P.norm() / self.compressed().norm()).sqrt())
+                self.R.copy_(P - self.compressed())
+            if config.residual == "dropped":
+                self.R.zero_()
         self.factor_scale = {name: rms(getattr(self, name)) / max(rms(P), 1e-12) for name in ("U", "Q", "V")}
 
     @classmethod
     def initial_prompt(cls, config: LampAblationConfig, backbone: Backbone,
                        generator: torch.Generator) -> tuple[torch.Tensor, str]:
+        distinct = config.length // config.pool if config.pool_init == "blocks" else config.length
         if config.init_vocabulary == "frequent":
-            return super().initial_prompt(config, backbone, generator)
-        ids = whole_words(backbone.tokenizer)
-        rows = sample_vocabulary_rows(backbone.model.get_input_embeddings(), ids, config.length, generator)
-        return rows, f"the first {len(ids):,} whole alphabetic words of 2+ ASCII letters"
-
-    def unpooled(self) -> torch.Tensor:
-        C = super().unpooled()
-        return C if self.R is None else C + self.R
+            rows, rule = vocabulary_prompt(backbone, distinct, generator)
+        else:
+            ids = whole_words(backbone.tokenizer)
+            rows = sample_vocabulary_rows(backbone.model.get_input_embeddings(), ids, distinct, generator)
+            rule = f"the first {len(ids):,} whole alphabetic words of 2+ ASCII letters"
+        repeats = config.length // distinct
+        return rows.repeat_interleave(repeats, dim=0), rule + (f"; {distinct} rows each repeated {repeats} times"
+                                                               if repeats > 1 else "")
 
     def param_groups(self, lr: float) -> list[dict]:
         """With `factor_lr="scaled"`, each factor learns at lr times its initial RMS over P's, so that Adam (which

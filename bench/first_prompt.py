@@ -19,11 +19,14 @@ from lamp_engine.config import RunConfig
 from lamp_engine.modules import FixedPrompt
 from lamp_engine.train import Setup, build_model_and_method, load_splits
 
+PAPER = {"pool_init": "rows", "residual": "dropped"}  # the paper's start, before LAMP's own (bench/ablations.py)
 VARIANTS = {"pt": ("pt", {}, {}), "pt[length=25]": ("pt", {"length": 25}, {}), "lamp_p4": ("lamp", {}, {}),
-            "lamp_p4[q_init=paper]": ("lamp", {"q_init": "paper"}, {}),
-            "lamp_p4[prompt_scale=matched]": ("lamp", {}, {"prompt_scale": "matched"}),
-            "lamp_p4[pool_init=blocks]": ("lamp", {}, {"pool_init": "blocks"}),
-            "lamp_p4[pool_init=blocks,residual=frozen]": ("lamp", {}, {"pool_init": "blocks", "residual": "frozen"})}
+            "lamp_p4[pool_init=rows,residual=dropped]": ("lamp", {}, PAPER),
+            "lamp_p4[pool_init=rows,residual=dropped,q_init=paper]": ("lamp", {"q_init": "paper"}, PAPER),
+            "lamp_p4[pool_init=rows,residual=dropped,prompt_scale=matched]":
+                ("lamp", {}, PAPER | {"prompt_scale": "matched"}),
+            "lamp_p4[residual=dropped]": ("lamp", {}, {"residual": "dropped"}),
+            "lamp_p4[pool_init=rows]": ("lamp", {}, {"pool_init": "rows"})}
 EXAMPLES, BATCH = 64, 8
 
 

@@ -378,7 +378,8 @@ PROTOCOLS: dict[str, Protocol] = {protocol.name: protocol for protocol in (
              "whose setup the paper follows: a linear warm-up over the first tenth of the steps, the frozen "
              "model's dropout on, an evaluation every epoch keeping the best on the validation set that is "
              "reported (the run is marked as so selected). Left open by the paper, our choices: the pool size p "
-             "(4), rank classification over label words, t-SNE for Figure 6. 0.3 was tuned on T5; on the offline "
+             "(4), rank classification over label words, t-SNE for Figure 6. LAMP's start stays ours (l/p "
+             "vocabulary rows and a frozen remainder; docs/paper-differences.md). 0.3 was tuned on T5; on the offline "
              "causal and encoder models it stays at chance, so pass --lr there",
              {"epochs": 100.0, "lr": 0.3, "weight_decay": 1e-5, "batch_size": 16, "max_source_length": 256,
               "eval_every": EPOCH, "warmup_ratio": 0.1, "backbone_dropout": "on", "select_on": "validation"},

@@ -24,7 +24,7 @@ Q_INITS = ("paper", "balanced")
 # stored run (retry, resume, predict, the worker) drops them with one warning; a new submission is refused.
 RETIRED_SETTINGS: dict[str, str] = {
     name: "a research option of LAMP's (docs/benchmarks.md), now an ablation of `lamp bench curve` "
-          "(bench/ablations.py); the run proceeds as the paper's LAMP"
+          "(bench/ablations.py); the run proceeds as today's LAMP"
     for name in ("factor_lr", "prompt_scale", "pool_init", "residual")
 } | {"init_vocabulary": "the initial prompt is drawn from the 5,000 most frequent ordinary tokens, as the paper's"}
 
@@ -136,7 +136,7 @@ class LampConfig(SoftPromptConfig):
     rank: int = described("rank r of the truncated SVD", 8, most=4096)
     pool: int = described("average-pooling block p: the model reads l/p prompt tokens (1: no pooling)", 4,
                            most=4096)
-    q_init: str = described("singular-value init: 'balanced' (Q = sqrt(S), first prompt = rank-r SVD of P) "
+    q_init: str = described("singular-value init: 'balanced' (Q = sqrt(S): M I starts as the rank-r SVD of P) "
                             "or 'paper' (Q = S)", "balanced", choices=Q_INITS)
     attention_pool: bool = described("self-attention pooling (paper appendix A.1) instead of averaging",
                                      False)

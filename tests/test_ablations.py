@@ -11,6 +11,7 @@ from lamp_engine.config import RunConfig, TrainConfig, flat_fields
 from lamp_engine.errors import ConfigError
 from lamp_engine.methods import METHODS, LampConfig
 from lamp_engine.prompts import build_prompt
+from lamp_engine.prompts.lamp import Lamp
 
 
 def vocab_rows(l: int, d: int, seed: int = 0) -> torch.Tensor:
@@ -29,38 +30,44 @@ def test_the_levers_are_no_engine_option():
         RunConfig.from_flat({"method": "lamp", "factor_lr": "scaled"})
 
 
-def test_every_lever_off_is_the_papers_lamp():
+def test_every_lever_at_its_default_is_the_engines_lamp():
     plain = build_prompt(LampConfig(length=24, rank=5, pool=4), vocab_rows(24, 32), 64)
     with torch.no_grad():
         torch.testing.assert_close(ablation()(), plain())
+        torch.testing.assert_close(ablation().R, plain.R)
 
 
-def test_block_init_pools_back_to_the_rank_r_prompt_of_the_first_l_over_p_rows():
+def test_the_papers_levers_feed_the_pooled_rank_r_truncation_of_p():
     P = vocab_rows(24, 32)
-    U, S, Vh = torch.linalg.svd(P[:6], full_matrices=False)  # l/p = 24/4 rows, each repeated 4 times
-    blocks, rows = ablation(pool_init="blocks"), ablation()
+    U, S, Vh = torch.linalg.svd(P, full_matrices=False)
+    paper = ablation(pool_init="rows", residual="dropped")
+    assert paper.num_trainable() == ablation().num_trainable() and torch.equal(paper.R, torch.zeros(24, 32))
     with torch.no_grad():
-        torch.testing.assert_close(blocks(), U[:, :5] @ torch.diag(S[:5]) @ Vh[:5], atol=1e-4, rtol=1e-4)
-        assert blocks().norm() > 1.2 * rows().norm()  # averaging distinct rows shrinks all but their shared part
+        truncated = U[:, :5] @ torch.diag(S[:5]) @ Vh[:5]
+        torch.testing.assert_close(paper(), truncated.reshape(6, 4, 32).mean(dim=1), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(ablation()(), P.reshape(6, 4, 32).mean(dim=1), atol=1e-4, rtol=1e-4)
 
 
-def test_frozen_residual_starts_from_p_pooled_and_trains_only_the_rank_r_part():
+def test_the_row_start_draws_l_distinct_rows_and_the_block_start_the_engines():
+    backbone = load_backbone("tiny-t5", TrainConfig(device="cpu"))
+    config = LampAblationConfig(length=12, rank=2, pool=4)
+    rows, _ = LampAblation.initial_prompt(LampAblationConfig(length=12, rank=2, pool=4, pool_init="rows"), backbone,
+                                          torch.Generator().manual_seed(0))
+    blocks, rule = LampAblation.initial_prompt(config, backbone, torch.Generator().manual_seed(0))
+    engine, engine_rule = Lamp.initial_prompt(config, backbone, torch.Generator().manual_seed(0))
+    assert len({tuple(row.tolist()) for row in rows}) == 12
+    assert torch.equal(blocks, engine) and rule == engine_rule
+    assert torch.equal(blocks, rows[:3].repeat_interleave(4, dim=0))  # the same draws: a run compares like with like
+
+
+def test_matched_scale_gives_the_first_product_the_norm_of_p():
     P = vocab_rows(24, 32)
-    prompt, plain = ablation(residual="frozen"), ablation()
-    assert prompt.num_trainable() == plain.num_trainable() and not prompt.R.requires_grad
+    matched = ablation(prompt_scale="matched", pool_init="rows", residual="dropped")
     with torch.no_grad():
-        torch.testing.assert_close(prompt(), P.reshape(6, 4, 32).mean(dim=1), atol=1e-4, rtol=1e-4)
-        prompt.Q.mul_(1.5)
-        plain.Q.mul_(1.5)
-        torch.testing.assert_close(prompt() - plain(), (P - (plain.U * (plain.Q / 1.5) ** 2) @ plain.V.T)
-                                   .reshape(6, 4, 32).mean(dim=1), atol=1e-4, rtol=1e-4)
-
-
-def test_matched_scale_gives_the_first_unpooled_prompt_the_norm_of_p():
-    matched = ablation(prompt_scale="matched")
-    with torch.no_grad():
-        assert matched.unpooled().norm().item() == pytest.approx(vocab_rows(24, 32).norm().item(), rel=1e-4)
-        assert ablation().unpooled().norm() < 0.9 * matched.unpooled().norm()
+        assert matched.unpooled().norm().item() == pytest.approx(P.norm().item(), rel=1e-4)
+        assert ablation(residual="dropped").unpooled().norm() < 0.9 * matched.unpooled().norm()
+        torch.testing.assert_close(ablation(prompt_scale="matched")(), P.reshape(6, 4, 32).mean(dim=1),
+                                   atol=1e-4, rtol=1e-4)  # with R kept, the first prompt is still P
 
 
 def test_scaled_factor_rates_follow_each_factors_size():
@@ -81,16 +88,16 @@ def test_whole_words_skip_bytes_pieces_and_special_tokens():
 
 
 def test_a_variant_with_a_lever_runs_as_lamp_ablation_and_others_as_the_engine_method():
-    settings = CurveSettings(variants=("pt", "lamp_p4", "lamp_p4[residual=frozen,pool_init=blocks,rank=6]"),
+    settings = CurveSettings(variants=("pt", "lamp_p4", "lamp_p4[residual=dropped,pool_init=rows,rank=6]"),
                              steps=10, eval_at=(10,))
     plain = settings.run_config("lamp_p4", "sst2", 1)
-    lever = settings.run_config("lamp_p4[residual=frozen,pool_init=blocks,rank=6]", "sst2", 1)
+    lever = settings.run_config("lamp_p4[residual=dropped,pool_init=rows,rank=6]", "sst2", 1)
     assert type(plain.method) is LampConfig
     assert isinstance(lever.method, LampAblationConfig)
     assert (lever.method.residual, lever.method.pool_init, lever.method.rank, lever.method.pool) == \
-        ("frozen", "blocks", 6, 4)
+        ("dropped", "rows", 6, 4)
     with pytest.raises(ConfigError, match="apply to LAMP variants only"):
-        with_levers(settings.run_config("pt", "sst2", 1), {"residual": "frozen"})
-    with pytest.raises(ConfigError, match="residual: must be one of dropped, frozen"):
+        with_levers(settings.run_config("pt", "sst2", 1), {"residual": "dropped"})
+    with pytest.raises(ConfigError, match="residual: must be one of frozen, dropped"):
         CurveSettings(variants=("lamp_p4[residual=thawed]",), steps=10, eval_at=(10,)).run_config(
             "lamp_p4[residual=thawed]", "sst2", 1)

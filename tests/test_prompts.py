@@ -4,8 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lamp_engine.backbones import load_backbone
+from lamp_engine.config import TrainConfig
 from lamp_engine.methods import METHODS, LampConfig, MethodFamily, method_config
 from lamp_engine.prompts import build_prompt
+from lamp_engine.prompts.lamp import Lamp
 
 PROMPTS = [name for name, kind in METHODS.items() if kind.family is MethodFamily.SOFT_PROMPT]
 
@@ -30,11 +33,12 @@ def test_lamp_parameter_count_is_the_papers_for_t5_small():
 
 
 @pytest.mark.parametrize("pool", [1, 2, 4, 5])
-def test_lamp_prompt_is_pooled_u_q_squared_v(pool):
+def test_lamp_prompt_is_pooled_u_q_squared_v_plus_the_frozen_remainder(pool):
     prompt = build_prompt(LampConfig(length=20, rank=6, pool=pool), vocab_rows(20, 32), 64)
+    assert not prompt.R.requires_grad and prompt.num_trainable() == 20 * 6 + 6 + 6 * 32
     with torch.no_grad():
         prompt.Q.mul_(1.7)  # any Q, not only the initial one
-        full = prompt.U @ torch.diag(prompt.Q**2) @ prompt.V.T
+        full = prompt.U @ torch.diag(prompt.Q**2) @ prompt.V.T + prompt.R
         expected = F.avg_pool1d(full.T.unsqueeze(0), pool).squeeze(0).T
         expected_by_hand = full.reshape(20 // pool, pool, 32).mean(dim=1)
         assert prompt().shape == (20 // pool, 32)
@@ -42,35 +46,73 @@ def test_lamp_prompt_is_pooled_u_q_squared_v(pool):
         torch.testing.assert_close(prompt(), expected_by_hand)
 
 
-def test_balanced_init_starts_from_truncated_svd_and_paper_init_from_s_squared():
+@pytest.mark.parametrize("q_init", ["balanced", "paper"])
+def test_the_first_prompt_is_p_pooled_and_r_is_p_beyond_the_trained_product(q_init):
     P = vocab_rows(30, 40)
     U, S, Vh = torch.linalg.svd(P, full_matrices=False)
-    truncated = U[:, :5] @ torch.diag(S[:5]) @ Vh[:5]
-    balanced = build_prompt(LampConfig(length=30, rank=5, pool=1, q_init="balanced"), P, 64)
-    paper = build_prompt(LampConfig(length=30, rank=5, pool=1, q_init="paper"), P, 64)
+    Q = S[:5] if q_init == "paper" else S[:5].sqrt()
+    prompt = build_prompt(LampConfig(length=30, rank=5, pool=3, q_init=q_init), P, 64)
     with torch.no_grad():
-        torch.testing.assert_close(balanced(), truncated, atol=1e-4, rtol=1e-4)
-        torch.testing.assert_close(paper(), U[:, :5] @ torch.diag(S[:5] ** 2) @ Vh[:5], atol=1e-3, rtol=1e-4)
-        assert torch.allclose(paper.Q, S[:5])
+        torch.testing.assert_close(prompt.Q, Q)
+        torch.testing.assert_close(prompt.compressed(), U[:, :5] @ torch.diag(Q**2) @ Vh[:5], atol=1e-3, rtol=1e-4)
+        torch.testing.assert_close(prompt.R, P - prompt.compressed(), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(prompt(), P.reshape(10, 3, 40).mean(dim=1), atol=1e-4, rtol=1e-4)
 
 
-def test_full_rank_balanced_lamp_reproduces_the_initial_prompt():
+def test_balanced_init_trains_from_the_rank_r_truncation_of_p():
+    P = vocab_rows(30, 40)
+    U, S, Vh = torch.linalg.svd(P, full_matrices=False)
+    prompt = build_prompt(LampConfig(length=30, rank=5, pool=1), P, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(prompt.compressed(), U[:, :5] @ torch.diag(S[:5]) @ Vh[:5], atol=1e-4, rtol=1e-4)
+        assert prompt.R.norm() > 0.5 * P.norm()  # 5 of 30 directions: most of P is the frozen remainder
+
+
+def test_full_rank_lamp_has_no_remainder():
     P = vocab_rows(10, 16)
     prompt = build_prompt(LampConfig(length=10, rank=10, pool=1), P, 64)
     with torch.no_grad():
-        torch.testing.assert_close(prompt(), P, atol=1e-4, rtol=1e-4)
+        assert prompt.R.abs().max() < 1e-4
+        torch.testing.assert_close(prompt.compressed(), P, atol=1e-4, rtol=1e-4)
 
 
-def test_attention_pooling_rows_are_convex_combinations_of_c():
+def test_attention_pooling_rows_are_convex_combinations_of_c_plus_r():
     prompt = build_prompt(LampConfig(length=12, rank=3, pool=3, attention_pool=True),
                           vocab_rows(12, 16), 64)
     assert prompt.num_trainable() == 12 * 3 + 3 + 3 * 16 + 16 * 4
     with torch.no_grad():
-        C = (prompt.U * prompt.Q) @ (prompt.Q[:, None] * prompt.V.T)
+        C = (prompt.U * prompt.Q) @ (prompt.Q[:, None] * prompt.V.T) + prompt.R
         weights = torch.softmax(C @ prompt.W_sa, dim=0)
         torch.testing.assert_close(weights.sum(dim=0), torch.ones(4))
         torch.testing.assert_close(prompt(), weights.T @ C)
     assert prompt().shape == (4, 16)
+
+
+def test_lamp_starts_from_l_over_p_vocabulary_rows_each_repeated_p_times():
+    backbone = load_backbone("tiny-t5", TrainConfig(device="cpu"))
+    config = LampConfig(length=12, rank=2, pool=4)
+    P, rule = Lamp.initial_prompt(config, backbone, torch.Generator().manual_seed(0))
+    vocabulary = backbone.model.get_input_embeddings().weight.detach().float()
+    distinct = P[::4]
+    assert P.shape == (12, backbone.hidden_size) and torch.equal(P, distinct.repeat_interleave(4, dim=0))
+    assert all((vocabulary == row).all(dim=1).any() for row in distinct)  # each a token's embedding
+    assert len({tuple(row.tolist()) for row in distinct}) == 3
+    assert rule.endswith("; 3 rows each repeated 4 times")
+    with torch.no_grad():  # pooling gives the rows back whole: the model first reads three real tokens
+        torch.testing.assert_close(Lamp(config, P, 64)(), distinct, atol=1e-4, rtol=1e-4)
+
+
+def test_a_state_saved_before_r_existed_loads_with_r_zero_and_feeds_what_it_fed():
+    config = LampConfig(length=8, rank=2, pool=2)
+    trained = build_prompt(config, vocab_rows(8, 16, seed=1), 64)
+    earlier = {name: value for name, value in trained.trainable_state().items() if name != "R"}
+    restored = build_prompt(config, vocab_rows(8, 16, seed=2), 64)
+    restored.load_trainable_state(earlier)
+    with torch.no_grad():
+        assert torch.equal(restored.R, torch.zeros(8, 16))
+        torch.testing.assert_close(restored(), F.avg_pool1d(trained.compressed().T.unsqueeze(0), 2).squeeze(0).T)
+    restored.load_trainable_state(trained.trainable_state())  # today's state carries its R
+    assert torch.equal(restored.R, trained.R)
 
 
 def test_dpt_initialises_uniformly_in_half_interval_with_its_bottleneck():

@@ -7,11 +7,17 @@ model is rebuilt every step:
     M = U diag(Q)                   (eq. 3)   l x r
     I = diag(Q) V^T                 (eq. 4)   r x d
     C = sum_i M[:, i] (x) I[i, :]   (eq. 5)   l x d, one matrix product M @ I
-    P' = avg_pool_p(C)              (eq. 6)   l/p x d, along the token axis
+    P' = avg_pool_p(C + R)          (eq. 6)   l/p x d, along the token axis
 
 Since M I = U diag(Q)^2 V^T, `q_init="paper"` (Q = S) starts from U S^2 V^T, while `q_init="balanced"`
 (Q = sqrt(S)) starts exactly from the rank-r truncation U_r S_r V_r^T of P. Appendix A.1's self-attention
-pooling replaces eq. 6 with P' = A^T C, A = softmax(C W_sa).
+pooling replaces eq. 6 with P' = A^T (C + R), A = softmax((C + R) W_sa).
+
+Our start departs from the paper's in two ways (docs/paper-differences.md): P is l/p vocabulary rows each repeated
+p times, and R = P - M I is P's part beyond rank r, kept as a frozen buffer. So the first prompt the model reads is
+l/p vocabulary rows themselves, where the paper's (l distinct rows averaged in blocks, then truncated) lies far
+from any token and collapsed multi-class runs on a small causal LM (issue 36, docs/benchmarks.md 6.4). Training
+moves only U, Q and V, as the paper's. A run saved before R existed trained without it and resumes with R = 0.
 """
 
 from __future__ import annotations
@@ -20,32 +26,49 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lamp_engine.backbones.base import Backbone
 from lamp_engine.methods import LampConfig
-from lamp_engine.prompts.base import SoftPrompt
+from lamp_engine.prompts.base import SoftPrompt, vocabulary_prompt
 
 
 class Lamp(SoftPrompt):
     def __init__(self, config: LampConfig, init: torch.Tensor, max_source_length: int) -> None:
         super().__init__(config)
-        U, S, Vh = torch.linalg.svd(init.float(), full_matrices=False)
+        P = init.float()
+        U, S, Vh = torch.linalg.svd(P, full_matrices=False)
         r = config.rank
         Q = S[:r] if config.q_init == "paper" else S[:r].sqrt()
         self.U = nn.Parameter(U[:, :r].contiguous())  # l x r
         self.Q = nn.Parameter(Q.clone())  # r
         self.V = nn.Parameter(Vh[:r].T.contiguous())  # d x r
+        self.register_buffer("R", P - self.compressed().detach())  # frozen: the first C + R is P itself
         self.pool = config.pool
         self.W_sa = None
         if config.attention_pool:  # appendix A.1: W_sa (d x l/p)
             self.W_sa = nn.Parameter(0.02 * torch.randn(init.shape[1], init.shape[0] // self.pool))
 
-    def unpooled(self) -> torch.Tensor:
+    @classmethod
+    def initial_prompt(cls, config: LampConfig, backbone: Backbone,
+                       generator: torch.Generator) -> tuple[torch.Tensor, str]:
+        """l/p vocabulary rows, each repeated p times, so that pooling P gives each row back whole."""
+        rows, rule = vocabulary_prompt(backbone, config.length // config.pool, generator)
+        return rows.repeat_interleave(config.pool, dim=0), f"{rule}; {len(rows)} rows each repeated {config.pool} times"
+
+    def compressed(self) -> torch.Tensor:
         M = self.U * self.Q  # U diag(Q)        (eq. 3)
         I = self.Q[:, None] * self.V.T  # diag(Q) V^T   (eq. 4)
         return M @ I  # C = sum_i M[:, i] (x) I[i, :] as one matrix product   (eq. 5)
 
+    def unpooled(self) -> torch.Tensor:
+        return self.compressed() + self.R
+
     def forward(self) -> torch.Tensor:
-        C = self.unpooled()
+        tokens = self.unpooled()  # C + R, l x d
         if self.W_sa is not None:  # appendix A.1
-            A = torch.softmax(C @ self.W_sa, dim=0)  # l x l/p, each column a distribution over the l tokens
-            return A.T @ C
-        return F.avg_pool1d(C.T.unsqueeze(0), kernel_size=self.pool).squeeze(0).T  # eq. 6
+            A = torch.softmax(tokens @ self.W_sa, dim=0)  # l x l/p, each column a distribution over the l tokens
+            return A.T @ tokens
+        return F.avg_pool1d(tokens.T.unsqueeze(0), kernel_size=self.pool).squeeze(0).T  # eq. 6
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        """A state saved before R existed trained C alone: it loads with R = 0, so it feeds what it fed."""
+        super().load_trainable_state({"R": torch.zeros_like(self.R)} | state)
