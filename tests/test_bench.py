@@ -169,7 +169,9 @@ def test_curve_scores_every_variant_at_the_same_steps_and_reads_the_time_to_accu
     assert [len(p["prompt_moves"]) for p in points] == [2, 2] and all(m > 0 for p in points for m in p["prompt_moves"])
     cosines = [c for p in points for c in p["prompt_step_cosines"]]
     assert len(cosines) == 4 and all(-1 <= c <= 1 for c in cosines)
-    assert cosines[0] > 0  # Adam's first step is the sign of the gradient: a descent direction
+    # PT trains the fed rows themselves, and Adam's first step is the sign of their gradient: a descent direction
+    # (LAMP's rows move through its factors, a descent direction to first order only, so any sign at lr 0.3)
+    assert report["points"]["sst2"]["pt"]["1"][0]["prompt_step_cosines"][0] > 0
     fed = report["fed_prompt"]["sst2"]
     assert list(fed) == list(curves) and all(f["start_row_norm"] > 0 and f["first_moves"] > 0 for f in fed.values())
     assert all(0 < f["first_cosines"] <= 1 for f in fed.values())
