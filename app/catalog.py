@@ -53,11 +53,13 @@ LR_NOTE = "learning rate: the backbone family's default (the paper's 0.3 was tun
 
 PRESETS: tuple[Preset, ...] = (
     Preset("LAMP (balanced Q = sqrt(S), our default)",
-           "l = 100, r = 8, pool p = 4 (25 prompt tokens), Q = sqrt(S), so the first prompt is exactly the rank-r "
-           "truncation of the vocabulary prompt P; measured as accurate as the paper's Q = S (docs/benchmarks.md). "
+           "l = 100, r = 8, pool p = 4 (25 prompt tokens), Q = sqrt(S), so the trained product starts as the "
+           "rank-r truncation of the vocabulary prompt P; measured as accurate as the paper's Q = S "
+           "(docs/benchmarks.md). The first prompt is 25 vocabulary rows (LAMP's start, docs/paper-differences.md). "
            f"Batch 16, source 256, weight decay 1e-5 as the paper; {LR_NOTE}", LAMP_BALANCED),
     Preset("LAMP (paper, literal Q = S)",
-           "l = 100, r = 8, Q = S as the paper writes it, so the first prompt is U S^2 V^T (not P's truncation); "
+           "l = 100, r = 8, Q = S as the paper writes it, so the trained product starts as U S^2 V^T (not P's "
+           "truncation; the first prompt is still 25 vocabulary rows, the rest of P frozen beside it); "
            "pool p = 4, which the paper does not state. Batch 16, source 256, weight decay 1e-5; " + LR_NOTE,
            {**LAMP_BALANCED, "q_init": "paper"}),
     Preset("PT (Lester et al., 2021)", f"vanilla prompt tuning, l = 100; {LR_NOTE}",
