@@ -14,10 +14,11 @@ Since M I = U diag(Q)^2 V^T, `q_init="paper"` (Q = S) starts from U S^2 V^T, whi
 pooling replaces eq. 6 with P' = A^T (C + R), A = softmax((C + R) W_sa).
 
 Our start departs from the paper's in two ways (docs/paper-differences.md): P is l/p vocabulary rows each repeated
-p times, and R = P - M I is P's part beyond rank r, kept as a frozen buffer. So the first prompt the model reads is
-l/p vocabulary rows themselves, where the paper's (l distinct rows averaged in blocks, then truncated) lies far
-from any token and collapsed multi-class runs on a small causal LM (issue 36, docs/benchmarks.md 6.4). Training
-moves only U, Q and V, as the paper's. A run saved before R existed trained without it and resumes with R = 0.
+p times, and R = P - M I at the start is P's part beyond rank r, kept as a frozen buffer. So the first prompt the
+model reads is l/p vocabulary rows themselves, where the paper's (l distinct rows truncated to rank r, then averaged
+in blocks) lies far from any token and collapsed multi-class runs on a small causal LM (issue 36,
+docs/benchmarks.md 6.4). Training moves only U, Q and V, as the paper's. A run saved before R existed trained
+without it and resumes with R = 0.
 """
 
 from __future__ import annotations
