@@ -229,8 +229,9 @@ def train_tuned(runs: list[TableRun], work_dir: Path, log: Callable[[str], None]
                              "lr": config.train.lr, "selection_score": scores[config.train.lr],
                              "train_seconds": result.train_seconds, "step_seconds_median": result.step_seconds_median})
             save(records, searched)
+            score = scores[config.train.lr]
             log(f"[cell {number}/{len(cells)}] search: {row} on {column} at lr {config.train.lr:g}: selection "
-                f"{metric} {scores[config.train.lr]} ({time.perf_counter() - started:.0f} s)")
+                f"{metric} {'none' if score is None else f'{score:.1f}'} ({time.perf_counter() - started:.0f} s)")
         choice = choose_lr(scores, metric)
         for run, config in zip(seeds, final_configs(first.config, choice, [run.seed for run in seeds]), strict=True):
             final = TableRun(run.part, run.row, run.column, run.seed, config)

@@ -89,6 +89,8 @@ def test_the_tuned_table_picks_the_best_selection_score_and_its_finals_carry_the
     report = run_table(runs, tmp_path / "work", log=log, tune_lr=True)
     scores = {point["lr"]: point["selection_score"] for point in report["lr_search"]}
     assert list(scores) == [0.003, 0.01, 0.03, 0.3]
+    assert [line.split("selection accuracy ")[1].split(" (")[0] for line in searched] == \
+        [f"{scores[lr]:.1f}" for lr in scores]  # one decimal, as the tables give it
     best = max(sorted(scores), key=lambda lr: scores[lr])
     (final,) = report["runs"]
     assert final["lr"] == best and final["tuning"]["chosen_lr"] == best and len(final["tuning"]["grid"]) == 4
