@@ -21,7 +21,7 @@ from lamp_engine.backbones.base import Backbone
 from lamp_engine.config import RunConfig
 from lamp_engine.errors import ConfigError
 from lamp_engine.methods import LampConfig
-from lamp_engine.prompts.base import sample_vocabulary_rows, vocabulary_prompt
+from lamp_engine.prompts.base import repeated_rows, sample_vocabulary_rows, vocabulary_prompt
 from lamp_engine.prompts.lamp import Lamp
 from lamp_engine.validation import described, one_of
 
@@ -95,9 +95,7 @@ class LampAblation(Lamp):
             ids = whole_words(backbone.tokenizer)
             rows = sample_vocabulary_rows(backbone.model.get_input_embeddings(), ids, distinct, generator)
             rule = f"the first {len(ids):,} whole alphabetic words of 2+ ASCII letters"
-        repeats = config.length // distinct
-        return rows.repeat_interleave(repeats, dim=0), rule + (f"; {distinct} rows each repeated {repeats} times"
-                                                               if repeats > 1 else "")
+        return repeated_rows(rows, rule, config.length // distinct)
 
     def param_groups(self, lr: float) -> list[dict]:
         """With `factor_lr="scaled"`, each factor learns at lr times its initial RMS over P's, so that Adam (which

@@ -57,8 +57,8 @@ class MethodModule(nn.Module):
         return {name: value.detach().clone() for name, value in self.state_dict().items()}
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Loads a saved state; entries the method no longer has (a retired option's buffer, e.g. the frozen
-        residual of 0.1 runs) are left out with a warning, so a stored run resumes as today's method."""
+        """Loads a saved state; entries the method no longer has (a retired option's buffer) are left out with a
+        warning, so a stored run resumes as today's method."""
         retired = self.load_state_dict(state, strict=False).unexpected_keys
         if retired:
             log.warning("the saved state has %s, which %s no longer has; left out", ", ".join(retired),

@@ -40,6 +40,14 @@ def vocabulary_prompt(backbone: Backbone, length: int, generator: torch.Generato
     return sample_vocabulary_rows(backbone.model.get_input_embeddings(), ids, length, generator), rule
 
 
+def repeated_rows(rows: torch.Tensor, rule: str, repeats: int) -> tuple[torch.Tensor, str]:
+    """Each row repeated `repeats` times in place (LAMP's start: pooling by `repeats` gives every row back whole),
+    and the rule that chose them, saying so."""
+    if repeats == 1:
+        return rows, rule
+    return rows.repeat_interleave(repeats, dim=0), f"{rule}; {len(rows)} rows each repeated {repeats} times"
+
+
 def ordinary_token_ids(tokenizer, limit: int = 5000) -> tuple[list[int], str]:
     """The ids the initial prompt is sampled from, and the rule that chose them (recorded in the run's result).
 

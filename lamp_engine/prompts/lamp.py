@@ -13,12 +13,9 @@ Since M I = U diag(Q)^2 V^T, `q_init="paper"` (Q = S) starts from U S^2 V^T, whi
 (Q = sqrt(S)) starts exactly from the rank-r truncation U_r S_r V_r^T of P. Appendix A.1's self-attention
 pooling replaces eq. 6 with P' = A^T (C + R), A = softmax((C + R) W_sa).
 
-Our start departs from the paper's in two ways (docs/paper-differences.md): P is l/p vocabulary rows each repeated
-p times, and R = P - M I at the start is P's part beyond rank r, kept as a frozen buffer. So the first prompt the
-model reads is l/p vocabulary rows themselves, where the paper's (l distinct rows truncated to rank r, then averaged
-in blocks) lies far from any token and collapsed multi-class runs on a small causal LM (issue 36,
-docs/benchmarks.md 6.4). Training moves only U, Q and V, as the paper's. A run saved before R existed trained
-without it and resumes with R = 0.
+Our start differs from the paper's (docs/paper-differences.md, "LAMP's start"): P is l/p vocabulary rows each
+repeated p times, and R = P - M I at the start, P's part beyond rank r, stays as a frozen buffer, so the model
+first reads real vocabulary rows. A state saved before R existed loads with R = 0.
 """
 
 from __future__ import annotations
@@ -29,7 +26,7 @@ from torch import nn
 
 from lamp_engine.backbones.base import Backbone
 from lamp_engine.methods import LampConfig
-from lamp_engine.prompts.base import SoftPrompt, vocabulary_prompt
+from lamp_engine.prompts.base import SoftPrompt, repeated_rows, vocabulary_prompt
 
 
 class Lamp(SoftPrompt):
@@ -51,9 +48,7 @@ class Lamp(SoftPrompt):
     @classmethod
     def initial_prompt(cls, config: LampConfig, backbone: Backbone,
                        generator: torch.Generator) -> tuple[torch.Tensor, str]:
-        """l/p vocabulary rows, each repeated p times, so that pooling P gives each row back whole."""
-        rows, rule = vocabulary_prompt(backbone, config.length // config.pool, generator)
-        return rows.repeat_interleave(config.pool, dim=0), f"{rule}; {len(rows)} rows each repeated {config.pool} times"
+        return repeated_rows(*vocabulary_prompt(backbone, config.length // config.pool, generator), config.pool)
 
     def compressed(self) -> torch.Tensor:
         M = self.U * self.Q  # U diag(Q)        (eq. 3)
