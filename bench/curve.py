@@ -26,6 +26,7 @@ direction the fed rows move depends on the parameterisation.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import statistics
@@ -411,17 +412,28 @@ def first_time_at(curve: list[dict], target: float) -> float | None:
     return None
 
 
+def value_at_time(curve: list[dict], seconds: float) -> float | None:
+    """The mean curve's value after `seconds` of training, linear between evaluations; None outside them."""
+    for before, after in itertools.pairwise(curve):
+        if before["seconds"] <= seconds <= after["seconds"]:
+            fraction = (seconds - before["seconds"]) / (after["seconds"] - before["seconds"])
+            return before["mean"] + fraction * (after["mean"] - before["mean"])
+    return curve[0]["mean"] if curve and curve[0]["seconds"] == seconds else None
+
+
 def headline(curves: dict[str, list[dict]]) -> dict[str, Any]:
-    """PT's final accuracy less one point, when each variant first reaches it, and each time over PT's."""
+    """PT's final accuracy less one point, when each variant first reaches it, and each time over PT's; and each
+    variant's accuracy at PT's final time (equal wall-clock), where its evaluations span that time."""
     if "pt" not in curves or not curves["pt"]:
         return {}
     target = curves["pt"][-1]["mean"] - 1.0
-    pt_time = first_time_at(curves["pt"], target)
-    out: dict[str, Any] = {"target": target, "pt_seconds": pt_time}
+    pt_time, pt_final_time = first_time_at(curves["pt"], target), curves["pt"][-1]["seconds"]
+    out: dict[str, Any] = {"target": target, "pt_seconds": pt_time, "pt_final_seconds": pt_final_time}
     for name, curve in curves.items():
         seconds = first_time_at(curve, target)
         out[name] = {"seconds": seconds, "vs_pt": seconds / pt_time if seconds is not None and pt_time else None,
-                     "final": curve[-1]["mean"] if curve else None, "final_std": curve[-1]["std"] if curve else None}
+                     "final": curve[-1]["mean"] if curve else None, "final_std": curve[-1]["std"] if curve else None,
+                     "at_pt_time": value_at_time(curve, pt_final_time)}
     return out
 
 
@@ -454,6 +466,11 @@ def markdown(report: dict) -> str:
                 seconds, ratio = entry.get("seconds"), entry.get("vs_pt")
                 out.append(f"- {name}: " + (f"{seconds:.0f} s, {ratio:.2f}x PT's" if seconds is not None and ratio
                                             else "not reached"))
+            out += ["", f"At PT's final time ({head['pt_final_seconds']:.0f} s of training; equal wall-clock, "
+                        "linear between evaluations):"]
+            for name in curves:
+                value = (head.get(name) or {}).get("at_pt_time")
+                out.append(f"- {name}: " + (f"{value:.1f}" if value is not None else "its evaluations do not span it"))
         fed = report.get("fed_prompt", {}).get(task_name) or {}
         if fed:
             out += ["", "The prompt the model reads (seed means): row norm at the start -> the end; how far a row "

@@ -166,6 +166,7 @@ def test_curve_scores_every_variant_at_the_same_steps_and_reads_the_time_to_accu
     assert [p["step"] for p in points] == [2, 4] and all(p["eval_seconds"] > 0 for p in points)
     head = report["headline"]["sst2"]
     assert head["target"] == curves["pt"][-1]["mean"] - 1 and head["pt"]["vs_pt"] == 1.0
+    assert head["pt"]["at_pt_time"] == curves["pt"][-1]["mean"]  # PT at its own final time is its final score
     assert [len(p["prompt_moves"]) for p in points] == [2, 2] and all(m > 0 for p in points for m in p["prompt_moves"])
     cosines = [c for p in points for c in p["prompt_step_cosines"]]
     assert len(cosines) == 4 and all(-1 <= c <= 1 for c in cosines)
@@ -177,7 +178,8 @@ def test_curve_scores_every_variant_at_the_same_steps_and_reads_the_time_to_accu
     assert all(0 < f["first_cosines"] <= 1 for f in fed.values())
     assert fed["pt"]["end_row_norm"] != fed["pt"]["start_row_norm"]  # PT's rows are what it trains
     md = out.with_suffix(".md").read_text()
-    assert "Time to PT's final accuracy less one point" in md and "- lamp_p4: row norm " in md and "; cosine " in md
+    assert "Time to PT's final accuracy less one point" in md and "At PT's final time (" in md
+    assert "- lamp_p4: row norm " in md and "; cosine " in md
     assert 50 <= report["majority"]["sst2"] < 100 and "| lamp_p4 | " in md.split("Robustness:")[1]
     assert "vega" in out.with_suffix(".html").read_text()
 
@@ -242,6 +244,15 @@ def test_first_time_at_a_target_reads_between_evaluations():
     curve = [{"seconds": 10.0, "mean": 60.0}, {"seconds": 20.0, "mean": 80.0}, {"seconds": 30.0, "mean": 79.0}]
     assert first_time_at(curve, 70.0) == 15.0  # half way from 60 at 10 s to 80 at 20 s
     assert first_time_at(curve, 50.0) == 10.0 and first_time_at(curve, 85.0) is None
+
+
+def test_the_value_at_a_time_reads_between_evaluations_and_not_beyond_them():
+    from bench.curve import value_at_time
+
+    curve = [{"seconds": 10.0, "mean": 60.0}, {"seconds": 20.0, "mean": 80.0}, {"seconds": 30.0, "mean": 79.0}]
+    assert value_at_time(curve, 15.0) == 70.0 and value_at_time(curve, 25.0) == 79.5
+    assert value_at_time(curve, 10.0) == 60.0 and value_at_time(curve, 30.0) == 79.0
+    assert value_at_time(curve, 5.0) is None and value_at_time(curve, 31.0) is None
 
 
 def test_the_robustness_summary_counts_runs_near_chance_and_reads_the_loss_at_its_steps():
