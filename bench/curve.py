@@ -17,9 +17,9 @@ excluded) and the metrics. Variants:
 
 The headline is the ratio of the times at which LAMP and PT first reach PT's final accuracy less one point, read
 off the seed-mean curves (linear between evaluations), and each variant's accuracy at PT's final time (equal
-wall-clock: give the faster variants budgets whose evaluations reach past it). For a soft prompt every step also records how far the prompt
-the model reads (after LAMP's pooling) moved, per token, and the cosine of that move with the steepest descent of
-the loss in those rows (the negative gradient with respect to them, on the step's batch); each evaluation records
+wall-clock: give the faster variants budgets whose evaluations reach past it). For a soft prompt every step also
+records how far the prompt the model reads (after LAMP's pooling) moved, per token, and the cosine of that move
+with the steepest descent of the loss in those rows (the negative gradient with respect to them, on the step's batch); each evaluation records
 their mean row norm. At one learning rate Adam moves each trained entry by about as much, so how far and in which
 direction the fed rows move depends on the parameterisation.
 """
