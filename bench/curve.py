@@ -15,13 +15,13 @@ excluded) and the metrics. Variants:
   the same vocabulary rows as our PT; it is scored through our evaluation with its trained prompt, which gives
   the same outputs (tests/test_train.py checks that a prompt exported to PEFT reproduces our logits).
 
-The headline is the ratio of the times at which LAMP and PT first reach PT's final accuracy less one point, read
-off the seed-mean curves (linear between evaluations), and each variant's accuracy at PT's final time (equal
-wall-clock: give the faster variants budgets whose evaluations reach past it). For a soft prompt every step also
-records how far the prompt the model reads (after LAMP's pooling) moved, per token, and the cosine of that move
-with the steepest descent of the loss in those rows (the negative gradient with respect to them, on the step's batch); each evaluation records
-their mean row norm. At one learning rate Adam moves each trained entry by about as much, so how far and in which
-direction the fed rows move depends on the parameterisation.
+The headline is the ratio of the times at which LAMP and PT first reach PT's final accuracy less one point, read off
+the seed-mean curves (linear between evaluations), and each variant's accuracy at PT's final time (equal wall-clock:
+give the faster variants budgets whose evaluations reach past it). For a soft prompt every step also records how far
+the prompt the model reads (after LAMP's pooling) moved, per token, and the cosine of that move with the steepest
+descent of the loss in those rows (the negative gradient with respect to them, on the step's batch); each evaluation
+records their mean row norm. At one learning rate Adam moves each trained entry by about as much, so how far and in
+which direction the fed rows move depends on the parameterisation.
 """
 
 from __future__ import annotations
