@@ -9,13 +9,9 @@ model is rebuilt every step:
     C = sum_i M[:, i] (x) I[i, :]   (eq. 5)   l x d, one matrix product M @ I
     P' = avg_pool_p(C + R)          (eq. 6)   l/p x d, along the token axis
 
-Since M I = U diag(Q)^2 V^T, `q_init="paper"` (Q = S) starts from U S^2 V^T, while `q_init="balanced"`
-(Q = sqrt(S)) starts exactly from the rank-r truncation U_r S_r V_r^T of P. Appendix A.1's self-attention
-pooling replaces eq. 6 with P' = A^T (C + R), A = softmax((C + R) W_sa).
-
-Our start differs from the paper's (docs/paper-differences.md, "LAMP's start"): P is l/p vocabulary rows each
-repeated p times, and R = P - M I at the start, P's part beyond rank r, stays as a frozen buffer, so the model
-first reads real vocabulary rows. A state saved before R existed loads with R = 0.
+`q_init="paper"` (Q = S) starts from U S^2 V^T, `"balanced"` (Q = sqrt(S)) from P's rank-r truncation. Appendix
+A.1 pools by attention instead: P' = A^T (C + R), A = softmax((C + R) W_sa). R = P - M I at the start is frozen;
+P is l/p vocabulary rows each repeated p times (docs/paper-differences.md, "LAMP's start").
 """
 
 from __future__ import annotations
