@@ -2,11 +2,11 @@
 
 Checks the port, the login a non-loopback address needs, the store and Redis first (each failure is one line
 and exit code 2), upgrades the store, starts one worker (`lamp worker`) and the dashboard (`streamlit run
-app/main.py`, bound to 127.0.0.1 unless told otherwise), prints the address and waits. On Ctrl-C or SIGTERM it
-stops both children and the embedded Redis it owns (started, or adopted from a `lamp up` that was killed); a
-second Ctrl-C kills what is still running instead of interrupting the clean-up. The children die with it even
-when it is killed itself (SIGKILL), so nothing is left behind but the embedded Redis, which the next `lamp up`
-adopts.
+app/main.py`, bound to 127.0.0.1 unless told otherwise), draws the dashboard's first page once, prints the
+address and waits. On Ctrl-C or SIGTERM it stops both children and the embedded Redis it owns (started, or
+adopted from a `lamp up` that was killed); a second Ctrl-C kills what is still running instead of interrupting the
+clean-up. The children die with it even when it is killed itself (SIGKILL), so nothing is left behind but the
+embedded Redis, which the next `lamp up` adopts.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from store.settings import max_upload_mb
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app" / "main.py"
 HEALTH_TIMEOUT_S = 60.0
+FIRST_PAGE_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 PR_SET_PDEATHSIG = 1
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -121,6 +122,30 @@ def wait_healthy(url: str, dashboard: subprocess.Popen) -> bool:
     return False
 
 
+def draw_first_page(url: str, timeout_s: float = FIRST_PAGE_TIMEOUT_S) -> str | None:
+    """Run the dashboard's first page once, in a session of our own, before anyone visits: the server's first
+    session costs about 0.4 s that the first visitor would otherwise wait for (docs/benchmarks.md 7). None when the
+    page ran to its end, else why not (the dashboard still serves; only its first visitor waits longer)."""
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    from websockets.exceptions import WebSocketException
+    from websockets.sync.client import connect
+
+    request = BackMsg()
+    request.rerun_script.query_string = ""  # the address's root: the Runs view, or the login form where one is asked
+    deadline = time.monotonic() + timeout_s
+    try:
+        with connect(url.replace("http", "ws", 1) + "/_stcore/stream", subprotocols=["streamlit"],
+                     open_timeout=timeout_s, max_size=None) as session:
+            session.send(request.SerializeToString())
+            while True:
+                message = ForwardMsg.FromString(session.recv(timeout=max(deadline - time.monotonic(), 0.0)))
+                if message.WhichOneof("type") == "script_finished":
+                    return None
+    except (OSError, TimeoutError, WebSocketException) as exc:
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def stop_children(children: list[subprocess.Popen], hurry: Callable[[], bool] = lambda: False) -> None:
     """SIGTERM first (the worker finishes its current step and saves); SIGKILL what is still there after
     STOP_TIMEOUT_S, or at once when `hurry()` says so."""
@@ -186,6 +211,10 @@ def main(argv: list[str]) -> int:
             print(f"lamp up: the dashboard did not answer at {address} within {HEALTH_TIMEOUT_S:.0f} s",
                   file=sys.stderr)
             return 1
+        not_drawn = draw_first_page(address)
+        if not_drawn:
+            print(f"lamp up: the first page could not be drawn ahead of the first visitor ({not_drawn}); the "
+                  "dashboard serves, its first page will take longer", file=sys.stderr, flush=True)
         print(f"LAMP Studio is up: {address}  (Ctrl-C stops the dashboard, the worker and the embedded Redis)",
               flush=True)
         return supervise(children)

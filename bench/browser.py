@@ -8,13 +8,11 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from app.launcher import streamlit_command
+from app.launcher import draw_first_page, streamlit_command, wait_healthy
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,29 +38,23 @@ def settle(page: Any) -> None:
     page.wait_for_selector(IDLE, timeout=60_000)
 
 
-def wait_healthy(url: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert server.poll() is None, "streamlit exited"
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"no health answer from {url}")
+def wait_ready(url: str, server: subprocess.Popen) -> None:
+    """Healthy and its first page drawn once, as `lamp up` has it before it prints the address."""
+    assert wait_healthy(url, server), f"no health answer from {url} (streamlit's exit code: {server.poll()})"
+    not_drawn = draw_first_page(url)
+    assert not_drawn is None, f"the first page of {url} was not drawn: {not_drawn}"
 
 
 @contextlib.contextmanager
 def streamlit_app(env: dict[str, str], log: IO[Any]) -> Iterator[str]:
-    """The dashboard on a free loopback port, started as `lamp up` starts it, healthy; its URL. Stopped when the
-    block ends."""
+    """The dashboard on a free loopback port, started as `lamp up` starts it, healthy and its first page drawn; its
+    URL. Stopped when the block ends."""
     port = free_port()
     server = subprocess.Popen(streamlit_command("127.0.0.1", port), cwd=ROOT, env=env, stdout=log,
                               stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, server)
+        wait_ready(url, server)
         yield url
     finally:
         server.terminate()

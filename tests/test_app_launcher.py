@@ -49,6 +49,40 @@ def test_unreachable_redis_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys)
     assert err.startswith("lamp up: REDIS_URL: cannot reach Redis at redis://127.0.0.1:1/0") and err.count("\n") == 1
 
 
+PAGE = """
+import os, pathlib, time
+pathlib.Path(os.environ["LAMP_TEST_MARK"]).write_text("ran")
+time.sleep(float(os.environ["LAMP_TEST_PAGE_SECONDS"]))
+"""
+
+
+@pytest.mark.timeout(90)
+def test_the_first_page_is_drawn_by_a_session_of_our_own_and_a_slow_one_is_reported_not_raised(tmp_path):
+    """draw_first_page runs the app's script for real (the page leaves its mark); a page slower than the timeout
+    and a dashboard that does not answer come back as a reason, so `lamp up` serves on."""
+    page, mark = tmp_path / "page.py", tmp_path / "mark"
+    page.write_text(PAGE)
+    port = free_port()
+    env = {**os.environ, "LAMP_TEST_MARK": str(mark), "LAMP_TEST_PAGE_SECONDS": "3"}
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(page), "--server.port", str(port),
+                               "--server.address", "127.0.0.1", "--server.headless", "true",
+                               "--browser.gatherUsageStats", "false"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert launcher.wait_healthy(url, server) and not mark.exists()
+        assert launcher.draw_first_page(url, timeout_s=1).startswith("TimeoutError")
+        assert mark.read_text() == "ran"
+        mark.unlink()
+        started = time.monotonic()
+        assert launcher.draw_first_page(url) is None
+        assert mark.read_text() == "ran" and time.monotonic() - started >= 3  # it waited for the page's end
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    assert launcher.draw_first_page(url, timeout_s=5).startswith("ConnectionRefusedError")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_up_starts_embedded_redis_a_worker_and_the_dashboard_and_stops_them(tmp_path):
@@ -67,6 +101,7 @@ def test_up_starts_embedded_redis_a_worker_and_the_dashboard_and_stops_them(tmp_
         while wanted not in log.read_text() and up.poll() is None and time.monotonic() < deadline:
             time.sleep(0.3)
         assert wanted in log.read_text(), log.read_text()
+        assert "could not be drawn" not in log.read_text()  # its first page was drawn before the address showed
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=5) as response:
             assert response.read() == b"ok"
         deadline = time.monotonic() + 30
