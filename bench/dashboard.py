@@ -327,8 +327,8 @@ def run_dashboard(settings: DashboardSettings, home: str | None = None,
                 f"{row['opened']['median_s']:.3f} s opened from its address")
     return {"settings": asdict(settings), "store": store, "runs": len(ids), "points": points,
             "fill_seconds": round(fill_seconds, 2), "first_load_s": round(first, 3), "first_loads_s": firsts,
-            "views": views,
-            "cpus": os.cpu_count(), "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+            "views": views, "cpus": os.cpu_count(),
+            "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
 
 
 def view_row(name: str, seconds: dict[str, list[float]]) -> dict:
